@@ -1,0 +1,46 @@
+# mediasvc: `make run` serves the API, `make test` runs the suite; both set up what is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: setup run test lint typecheck check bench-upload config-example clean
+
+setup: $(STAMP)  ## install system packages and the virtual environment
+
+$(STAMP): requirements.txt requirements-dev.txt setup.py pyproject.toml scripts/system-deps.sh
+	scripts/system-deps.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24" "setuptools>=70" wheel
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: setup  ## serve the API on http://127.0.0.1:8000 with embedded defaults
+	$(BIN)/mediasvc serve $(ARGS)
+
+test: setup  ## run the test suite
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: setup  ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup  ## mypy over the package as installed (handlers and pipeline inside it)
+	rm -rf $(VENV)/typecheck && mkdir -p $(VENV)/typecheck/mediasvc
+	cp -rs $(CURDIR)/mediasvc/. $(VENV)/typecheck/mediasvc/
+	ln -s $(CURDIR)/handlers $(VENV)/typecheck/mediasvc/handlers
+	ln -s $(CURDIR)/pipeline $(VENV)/typecheck/mediasvc/pipeline
+	cd $(VENV)/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p mediasvc
+
+check: lint typecheck test  ## everything CI cares about
+
+bench-upload: setup  ## streaming upload benchmark (500 MB)
+	$(BIN)/python bench/upload.py $(ARGS)
+
+config-example: setup  ## regenerate config/mediasvc.conf.example from the settings schema
+	$(BIN)/python -c "from mediasvc.settings import render; print(render(commented=True), end='')" > config/mediasvc.conf.example
+
+clean:
+	rm -rf $(VENV) build *.egg-info

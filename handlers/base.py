@@ -1,0 +1,149 @@
+"""The base of every handler: JSON errors in one place, request ids, auth, JSON bodies."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import tornado.web
+
+from mediasvc.auth import Principal
+from mediasvc.context import AppContext
+from mediasvc.errors import BadRequest, MediaError, TooLarge
+
+log = logging.getLogger("mediasvc.request")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
+
+if TYPE_CHECKING:
+    _HandlerBase = tornado.web.RequestHandler
+else:
+    _HandlerBase = object
+
+
+class ContextMixin(_HandlerBase):
+    """Typed access to the app context and a per-request id, for any RequestHandler."""
+
+    _request_id: str | None = None
+
+    @property
+    def ctx(self) -> AppContext:
+        """The shared context of this process."""
+        context: AppContext = self.application.settings["context"]
+        return context
+
+    @property
+    def request_id(self) -> str:
+        """The client's X-Request-Id if it looks sane, else a new one."""
+        if self._request_id is None:
+            given = self.request.headers.get("X-Request-Id", "")
+            self._request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        return self._request_id
+
+
+class JsonErrorsMixin(ContextMixin):
+    """`{"error": "..."}` for every error status; domain errors mapped to their status."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Never a traceback: a short JSON message, and Retry-After where it helps."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, MediaError):
+            self.set_status(exc.status)
+            message = exc.message
+            if exc.retry_after is not None:
+                self.set_header("Retry-After", str(exc.retry_after))
+        elif isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+        else:
+            message = tornado.web.httputil.responses.get(status_code, "Error")
+            if status_code >= 500:
+                message = "Internal server error"
+        self.clear_header("Content-Disposition")
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"error": message}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """Domain errors are expected: one info line; anything else: the traceback, with the id."""
+        if isinstance(value, (MediaError, tornado.web.HTTPError)):
+            log.info("request %s refused: %s", self.request_id, value)
+        else:
+            log.error("request %s failed", self.request_id, exc_info=(typ, value, tb))
+
+
+class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
+    """JSON API handler: authenticate with `self.principal`, answer with `self.write_json`."""
+
+    _principal: Principal | None = None
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Request-Id", self.request_id)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    def authenticate(self) -> Principal:
+        """Verify the bearer token (401 if anything is wrong) and remember the caller."""
+        if self._principal is None:
+            header = self.request.headers.get("Authorization")
+            self._principal = self.ctx.tokens.principal_from_header(header)
+        return self._principal
+
+    @property
+    def principal(self) -> Principal:
+        """The authenticated caller."""
+        return self.authenticate()
+
+    @property
+    def base_url(self) -> str:
+        """Absolute URL prefix for links: the configured public URL, else this request's host."""
+        configured = self.ctx.settings.public_url
+        if configured:
+            return configured.rstrip("/")
+        return f"{self.request.protocol}://{self.request.host}"
+
+    def json_body(self) -> dict[str, Any]:
+        """The request body as a JSON object, or a 400."""
+        body = self.request.body
+        if len(body) > self.ctx.settings.max_json_body_size:
+            raise TooLarge("Request body is too large")
+        if not body:
+            raise BadRequest("Request body must be a JSON object")
+        try:
+            value = json.loads(body)
+        except (UnicodeDecodeError, ValueError):
+            raise BadRequest("Request body is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise BadRequest("Request body must be a JSON object")
+        return value
+
+    def write_json(self, value: Any, status: int = 200) -> None:
+        """Answer with a JSON document."""
+        self.set_status(status)
+        self.finish(json.dumps(value))
+
+
+class NotFoundHandler(BaseHandler):
+    """Unknown routes: a JSON 404."""
+
+    def prepare(self) -> None:
+        raise tornado.web.HTTPError(404, "Not found")
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """One structured log line per request (no query string: it may hold signatures)."""
+    request = handler.request
+    principal = getattr(handler, "_principal", None)
+    record = {
+        "request_id": getattr(handler, "request_id", None),
+        "method": request.method,
+        "path": request.path,
+        "status": handler.get_status(),
+        "duration_ms": round(request.request_time() * 1000, 1),
+        "remote_ip": request.remote_ip,
+        "sub": principal.sub if principal else None,
+    }
+    status = handler.get_status()
+    level = logging.INFO if status < 500 else logging.ERROR
+    log.log(level, json.dumps(record))

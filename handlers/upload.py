@@ -1,0 +1,82 @@
+"""Direct upload: the multipart body is streamed to a spool file as it arrives."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import tornado.web
+
+from mediasvc.errors import MediaError, TooLarge
+from mediasvc.handlers.base import BaseHandler
+from mediasvc.handlers.media import API
+from mediasvc.upload import MultipartReceiver, boundary_of
+
+log = logging.getLogger(__name__)
+
+
+@tornado.web.stream_request_body
+class UploadHandler(BaseHandler):
+    """POST /upload/: authenticate before the body, stream it, then store and record."""
+
+    receiver: MultipartReceiver | None = None
+    failed = False
+    body_complete = False
+
+    async def prepare(self) -> None:
+        principal = self.authenticate()
+        settings = self.ctx.settings
+        limit = settings.largest_upload + settings.max_form_overhead
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise TooLarge(f"Request body exceeds the maximum of {limit} bytes")
+        self.request.connection.set_max_body_size(limit)
+        boundary = boundary_of(self.request.headers.get("Content-Type"))
+        self.receiver = MultipartReceiver(
+            boundary,
+            settings,
+            self.ctx.io_executor,
+            before_file=lambda fields: self.ctx.media.check_upload_target(principal, fields),
+        )
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self.failed or self.receiver is None:
+            return
+        try:
+            await self.receiver.feed(chunk)
+        except Exception as exc:  # answer now: the rest of the body is not read
+            self._fail(exc)
+
+    async def post(self) -> None:
+        receiver = self.receiver
+        assert receiver is not None
+        self.body_complete = True  # from here on the request completes even if the client leaves
+        try:
+            await receiver.close()
+            if not receiver.files:
+                raise MediaError("No file was submitted in the 'file' field")
+            media = await self.ctx.media.create_from_upload(
+                self.principal, receiver.fields, receiver.files[0]
+            )
+        finally:
+            receiver.discard()
+        self.write_json(self.ctx.media.present(media, self.base_url), status=201)
+
+    def on_connection_close(self) -> None:
+        # The client went away mid-body: drop what was spooled; no record was made.
+        if self.receiver is not None and not self.body_complete:
+            self.receiver.discard()
+        super().on_connection_close()
+
+    def _fail(self, exc: Exception) -> None:
+        self.failed = True
+        if self.receiver is not None:
+            self.receiver.discard()
+        if not isinstance(exc, MediaError):
+            log.error("request %s: upload failed", self.request_id, exc_info=exc)
+        info: Any = (type(exc), exc, exc.__traceback__)
+        if not self._finished:
+            self.send_error(500, exc_info=info)
+
+
+routes = [(rf"{API}/upload/?", UploadHandler)]

@@ -1,0 +1,142 @@
+"""Building and running one server process: context, routes, HTTP server, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+from pymongo import AsyncMongoClient
+
+from mediasvc.auth import TokenAuthority
+from mediasvc.context import AppContext
+from mediasvc.embedded_db import EmbeddedMongo
+from mediasvc.handlers import files, media, upload
+from mediasvc.handlers.base import NotFoundHandler, log_request
+from mediasvc.repository import MongoMediaRepository
+from mediasvc.secretfiles import resolve_secrets
+from mediasvc.services.media import MediaService
+from mediasvc.settings import Settings
+from mediasvc.storage import BlobStore
+from mediasvc.storage.local import LocalBlobStore, UrlSigner
+
+log = logging.getLogger(__name__)
+
+
+def make_app(context: AppContext) -> tornado.web.Application:
+    """The Tornado application: routes collected from the handler modules."""
+    routes: list[Any] = [*upload.routes, *media.routes, *files.routes_for(context.blobs)]
+    return tornado.web.Application(
+        routes,
+        context=context,
+        default_handler_class=NotFoundHandler,
+        log_function=log_request,
+        compress_response=False,
+        xheaders=context.settings.xheaders,
+    )
+
+
+def make_blob_store(settings: Settings, url_secret: str, executor: ThreadPoolExecutor) -> BlobStore:
+    """The blob store the settings ask for."""
+    signer = UrlSigner(url_secret, settings.file_url_ttl)
+    return LocalBlobStore(settings.storage_path, signer, executor)
+
+
+@dataclass
+class Service:
+    """A running server process: its context, HTTP server and bound port."""
+
+    context: AppContext
+    server: tornado.httpserver.HTTPServer
+    port: int
+    exit_stack: AsyncExitStack
+
+    async def stop(self) -> None:
+        """Stop accepting, close connections, release the database, stop the embedded one."""
+        self.server.stop()
+        await self.server.close_all_connections()
+        await self.exit_stack.aclose()
+
+
+async def start_service(settings: Settings) -> Service:
+    """Build everything once and start listening; the caller must `stop()` it."""
+    stack = AsyncExitStack()
+    try:
+        context = await _build_context(settings, stack)
+        server = tornado.httpserver.HTTPServer(
+            make_app(context),
+            max_body_size=settings.max_json_body_size,
+            chunk_size=settings.http_chunk_size,
+            idle_connection_timeout=settings.idle_connection_timeout,
+            body_timeout=settings.body_timeout,
+            xheaders=settings.xheaders,
+        )
+        sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
+        server.add_sockets(sockets)
+        port = int(sockets[0].getsockname()[1])
+        return Service(context, server, port, stack)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+async def _build_context(settings: Settings, stack: AsyncExitStack) -> AppContext:
+    for folder in (settings.data_path, settings.storage_path, settings.spool_path):
+        folder.mkdir(parents=True, exist_ok=True)
+    jwt_secret, url_secret = resolve_secrets(
+        settings.jwt_secret, settings.url_signing_secret, settings.secrets_path
+    )
+    uri = settings.mongodb_uri or await _start_embedded_db(settings, stack)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        uri,
+        tz_aware=True,
+        serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
+        connectTimeoutMS=settings.mongodb_timeout_ms,
+        socketTimeoutMS=max(settings.mongodb_timeout_ms * 5, 10_000),
+    )
+    repository = MongoMediaRepository(client, settings.mongodb_database)
+    stack.push_async_callback(repository.close)
+    await repository.ensure_indexes()
+    executor = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="mediasvc-io")
+    stack.callback(executor.shutdown, wait=True)
+    blobs = make_blob_store(settings, url_secret, executor)
+    return AppContext(
+        settings=settings,
+        tokens=TokenAuthority(settings, jwt_secret),
+        repository=repository,
+        blobs=blobs,
+        io_executor=executor,
+        media=MediaService(repository, blobs, settings),
+    )
+
+
+async def _start_embedded_db(settings: Settings, stack: AsyncExitStack) -> str:
+    embedded = EmbeddedMongo(
+        settings.data_path,
+        in_memory=settings.embedded_db_in_memory,
+        start_timeout=settings.embedded_db_start_timeout,
+    )
+    stack.callback(embedded.stop)  # registered first, so it is stopped last
+    return await embedded.start()
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+    service = await start_service(settings)
+    log.info("mediasvc listening on http://%s:%d", settings.host, service.port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await stopping.wait()
+        log.info("shutting down")
+    finally:
+        await service.stop()

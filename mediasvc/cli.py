@@ -1,0 +1,92 @@
+"""The `mediasvc` command: serve, token, config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from mediasvc.auth import TokenAuthority, valid_grant
+from mediasvc.secretfiles import resolve_secrets
+from mediasvc.settings import Settings, SettingsError, load_settings, render
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML config file (see config/mediasvc.conf.example)")
+    common.add_argument("--data-dir", help="folder for all local state (default ./var)")
+    parser = argparse.ArgumentParser(prog="mediasvc", description="Media management service.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", parents=[common], help="run the HTTP API")
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 8000)")
+    token = commands.add_parser("token", parents=[common], help="print a bearer token")
+    token.add_argument("--sub", required=True, help="the caller's id (`sub` claim)")
+    token.add_argument("--role", action="append", default=[], help="a role, e.g. admin")
+    token.add_argument(
+        "--entity", action="append", default=[], help="a grant TYPE:ID or TYPE:* (repeatable)"
+    )
+    token.add_argument("--ttl", type=int, help="lifetime in seconds")
+    commands.add_parser("config", parents=[common], help="print the effective settings")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {"data_dir": args.data_dir}
+    overrides["host"] = getattr(args, "host", None)
+    overrides["port"] = getattr(args, "port", None)
+    return load_settings(args.config, overrides=overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except SettingsError as exc:
+        print(f"mediasvc: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        sys.stdout.write(render(settings))
+        return 0
+    if args.command == "token":
+        return _token(settings, args)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        asyncio.run(_serve(settings))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
+    from mediasvc.app import serve
+
+    await serve(settings)
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    bad = [grant for grant in args.entity if not valid_grant(grant)]
+    if bad:
+        print(f"mediasvc: --entity {bad[0]!r} is not TYPE:ID or TYPE:*", file=sys.stderr)
+        return 2
+    if args.ttl is not None and args.ttl <= 0:
+        print("mediasvc: --ttl must be positive", file=sys.stderr)
+        return 2
+    jwt_secret, _ = resolve_secrets(
+        settings.jwt_secret, settings.url_signing_secret, settings.secrets_path
+    )
+    try:
+        token = TokenAuthority(settings, jwt_secret).mint(
+            args.sub, roles=args.role, entities=args.entity, ttl=args.ttl
+        )
+    except ValueError as exc:
+        print(f"mediasvc: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0

@@ -1,0 +1,24 @@
+"""The shared things of one server process, built once in `main` and injected into handlers."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from mediasvc.auth import TokenAuthority
+from mediasvc.repository import MediaRepository
+from mediasvc.services.media import MediaService
+from mediasvc.settings import Settings
+from mediasvc.storage import BlobStore
+
+
+@dataclass
+class AppContext:
+    """Settings, database, blob store, thread pool and services of one process."""
+
+    settings: Settings
+    tokens: TokenAuthority
+    repository: MediaRepository
+    blobs: BlobStore
+    io_executor: ThreadPoolExecutor
+    media: MediaService

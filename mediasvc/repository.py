@@ -1,0 +1,203 @@
+"""Media and job records in MongoDB, through pymongo's AsyncMongoClient.
+
+Exactly one primary media per entity is enforced by the database: the primary record
+carries ``primary_slot = "<entity_type>:<entity_id>"`` and a unique index that only
+covers records having that field (sparse, so it is partial on any MongoDB-wire server).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
+
+from mediasvc.errors import Unavailable
+
+Doc = dict[str, Any]
+LIST_ORDER = [("display_order", ASCENDING), ("created_at", DESCENDING), ("_id", ASCENDING)]
+
+
+class PrimaryTaken(Exception):
+    """Another media of the entity became primary at the same moment."""
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Turn an unreachable database into a 503, so callers never hang or see a 500."""
+    try:
+        yield
+    except DuplicateKeyError:
+        raise
+    except ConnectionFailure:
+        raise Unavailable("Database unavailable, try again shortly") from None
+    except OperationFailure:
+        raise
+    except PyMongoError as exc:
+        if getattr(exc, "timeout", False):
+            raise Unavailable("Database unavailable, try again shortly") from None
+        raise
+
+
+class MediaRepository(ABC):
+    """Storage of media records and their processing jobs."""
+
+    @abstractmethod
+    async def ensure_indexes(self) -> None:
+        """Create the indexes the queries and invariants rely on."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise Unavailable if the database does not answer."""
+
+    @abstractmethod
+    async def insert(self, media: Doc) -> None:
+        """Insert a new media record."""
+
+    @abstractmethod
+    async def get(self, media_id: str) -> Doc | None:
+        """One media record, or None."""
+
+    @abstractmethod
+    async def find(self, query: Doc, skip: int, limit: int) -> list[Doc]:
+        """A page of media records in list order."""
+
+    @abstractmethod
+    async def count(self, query: Doc) -> int:
+        """How many media records match."""
+
+    @abstractmethod
+    async def increment(self, media_id: str, counter: str) -> Doc | None:
+        """Add one to a counter and return the record after the change."""
+
+    @abstractmethod
+    async def update(self, media_id: str, changes: Doc, unset: tuple[str, ...] = ()) -> Doc | None:
+        """Set (and unset) fields of one record and return it after the change."""
+
+    @abstractmethod
+    async def update_many(self, media_ids: list[str], changes: Doc) -> int:
+        """Set fields on several records; returns how many matched."""
+
+    @abstractmethod
+    async def delete(self, media_id: str) -> Doc | None:
+        """Delete one record (and its jobs) and return what was deleted."""
+
+    @abstractmethod
+    async def make_primary(self, media: Doc, changes: Doc) -> Doc | None:
+        """Make `media` the primary of its entity (clearing the old one); PrimaryTaken on a race."""
+
+    @abstractmethod
+    async def clear_primary(self, entity_type: str, entity_id: str, except_id: str) -> None:
+        """Unmark the primary media of an entity unless it is `except_id`."""
+
+    @abstractmethod
+    async def insert_job(self, job: Doc) -> None:
+        """Queue a processing job."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class MongoMediaRepository(MediaRepository):
+    """MediaRepository over a MongoDB (or wire-compatible) database."""
+
+    def __init__(self, client: AsyncMongoClient[Doc], database: str) -> None:
+        self._client = client
+        self._db: AsyncDatabase[Doc] = client[database]
+        self._media = self._db["media"]
+        self._jobs = self._db["jobs"]
+
+    async def ensure_indexes(self) -> None:
+        with database_errors():
+            await self._media.create_index(
+                [("primary_slot", ASCENDING)],
+                unique=True,
+                sparse=True,
+                name="one_primary_per_entity",
+            )
+            await self._media.create_index(
+                [("entity_type", ASCENDING), ("entity_id", ASCENDING)], name="by_entity"
+            )
+            await self._media.create_index([("uploaded_by", ASCENDING)], name="by_uploader")
+            await self._media.create_index(LIST_ORDER[:2], name="list_order")
+            await self._jobs.create_index([("media_id", ASCENDING)], name="by_media")
+            await self._jobs.create_index([("state", ASCENDING)], name="by_state")
+
+    async def ping(self) -> None:
+        with database_errors():
+            await self._db.command("ping")
+
+    async def insert(self, media: Doc) -> None:
+        with database_errors():
+            await self._media.insert_one(media)
+
+    async def get(self, media_id: str) -> Doc | None:
+        with database_errors():
+            return await self._media.find_one({"_id": media_id})
+
+    async def find(self, query: Doc, skip: int, limit: int) -> list[Doc]:
+        with database_errors():
+            cursor = self._media.find(query).sort(LIST_ORDER).skip(skip).limit(limit)
+            return await cursor.to_list()
+
+    async def count(self, query: Doc) -> int:
+        with database_errors():
+            return await self._media.count_documents(query)
+
+    async def increment(self, media_id: str, counter: str) -> Doc | None:
+        with database_errors():
+            return await self._media.find_one_and_update(
+                {"_id": media_id}, {"$inc": {counter: 1}}, return_document=ReturnDocument.AFTER
+            )
+
+    async def update(self, media_id: str, changes: Doc, unset: tuple[str, ...] = ()) -> Doc | None:
+        operation: Doc = {"$set": changes}
+        if unset:
+            operation["$unset"] = {name: "" for name in unset}
+        with database_errors():
+            return await self._media.find_one_and_update(
+                {"_id": media_id}, operation, return_document=ReturnDocument.AFTER
+            )
+
+    async def update_many(self, media_ids: list[str], changes: Doc) -> int:
+        with database_errors():
+            result = await self._media.update_many({"_id": {"$in": media_ids}}, {"$set": changes})
+            return result.matched_count
+
+    async def delete(self, media_id: str) -> Doc | None:
+        with database_errors():
+            media = await self._media.find_one_and_delete({"_id": media_id})
+            if media is not None:
+                await self._jobs.delete_many({"media_id": media_id})
+            return media
+
+    async def make_primary(self, media: Doc, changes: Doc) -> Doc | None:
+        slot = f"{media['entity_type']}:{media['entity_id']}"
+        await self.clear_primary(media["entity_type"], media["entity_id"], except_id=media["_id"])
+        try:
+            with database_errors():
+                return await self._media.find_one_and_update(
+                    {"_id": media["_id"]},
+                    {"$set": {**changes, "is_primary": True, "primary_slot": slot}},
+                    return_document=ReturnDocument.AFTER,
+                )
+        except DuplicateKeyError:
+            raise PrimaryTaken(slot) from None
+
+    async def clear_primary(self, entity_type: str, entity_id: str, except_id: str) -> None:
+        with database_errors():
+            await self._media.update_many(
+                {"primary_slot": f"{entity_type}:{entity_id}", "_id": {"$ne": except_id}},
+                {"$set": {"is_primary": False}, "$unset": {"primary_slot": ""}},
+            )
+
+    async def insert_job(self, job: Doc) -> None:
+        with database_errors():
+            await self._jobs.insert_one(job)
+
+    async def close(self) -> None:
+        await self._client.close()

@@ -1,0 +1,411 @@
+"""Media records: create from an upload, list, read, change, delete, choose the primary."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+from mediasvc.auth import Principal
+from mediasvc.errors import BadRequest, Conflict, Forbidden, NotFound
+from mediasvc.filenames import clean_filename
+from mediasvc.media_types import MEDIA_TYPES
+from mediasvc.pipeline.jobs import default_operations, new_job
+from mediasvc.repository import Doc, MediaRepository, PrimaryTaken
+from mediasvc.settings import Settings
+from mediasvc.storage import BlobStore
+from mediasvc.upload import ReceivedFile
+from mediasvc.validation import (
+    check_field,
+    maybe_uuid,
+    metadata_changes,
+    parse_entity_type,
+    parse_form_bool,
+    parse_form_int,
+    parse_uuid,
+)
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("pending", "processing", "ready", "failed")
+UPLOAD_FIELDS = frozenset(
+    {"entity_type", "entity_id", "title", "description", "alt_text", "is_primary", "display_order"}
+)
+NO_PERMISSION = "No permission to upload media for this entity"
+_PRIMARY_RETRIES = 5
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, at the millisecond precision MongoDB stores."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """A validated list request."""
+
+    filters: dict[str, str]
+    search: str
+    limit: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of media records and how many match in all."""
+
+    items: list[Doc]
+    count: int
+    limit: int
+    offset: int
+
+
+class MediaService:
+    """Everything the API does with media records and their files."""
+
+    def __init__(
+        self,
+        repository: MediaRepository,
+        blobs: BlobStore,
+        settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.repository = repository
+        self.blobs = blobs
+        self.settings = settings
+        self.clock = clock
+
+    # ---- uploads
+
+    def check_upload_target(self, principal: Principal, fields: Mapping[str, str]) -> None:
+        """Refuse early (before file bytes are read) when the entity is already known to be bad."""
+        if "entity_type" in fields and "entity_id" in fields:
+            self._entity_for_upload(principal, fields)
+
+    async def create_from_upload(
+        self, principal: Principal, fields: Mapping[str, str], received: ReceivedFile
+    ) -> Doc:
+        """Store a spooled upload durably, record it, and queue its processing."""
+        entity_type, entity_id = self._entity_for_upload(principal, fields)
+        metadata = self._upload_metadata(fields)
+        kind = received.kind
+        media_id = str(uuid.uuid4())
+        key = f"media/{entity_type}/{entity_id}/{media_id}.{kind.extension}"
+        operations = default_operations(kind.media_type, kind.content_type)
+        now = self.clock()
+        media: Doc = {
+            "_id": media_id,
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "media_type": kind.media_type,
+            "content_type": kind.content_type,
+            "extension": kind.extension,
+            "filename": clean_filename(
+                received.raw_filename, kind.extension, self.settings.max_filename_bytes
+            ),
+            "file_size": received.size,
+            "sha256": received.sha256,
+            "storage_key": key,
+            "title": metadata.get("title", ""),
+            "description": metadata.get("description", ""),
+            "alt_text": metadata.get("alt_text", ""),
+            "status": "processing" if operations else "ready",
+            "error": None,
+            "width": None,
+            "height": None,
+            "is_primary": False,
+            "display_order": metadata.get("display_order", 0),
+            "view_count": 0,
+            "download_count": 0,
+            "uploaded_by": principal.sub,
+            "variants": [],
+            "thumbnail_key": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        await self.blobs.put_file(key, received.spool.path, kind.content_type)
+        await self._record(media, operations)
+        if metadata.get("is_primary"):
+            media = await self._make_primary(media, {})
+        return media
+
+    async def _record(self, media: Doc, operations: list[str]) -> None:
+        # The file is stored first, so a record never points at nothing; if recording
+        # fails, the file is removed again and the client sees the error.
+        try:
+            await self.repository.insert(media)
+            if operations:
+                await self.repository.insert_job(
+                    new_job(media["_id"], operations, media["created_at"])
+                )
+        except BaseException:
+            await asyncio.shield(self._undo_create(media))
+            raise
+
+    async def _undo_create(self, media: Doc) -> None:
+        try:
+            await self.repository.delete(media["_id"])
+        except Exception:  # the database may be the thing that failed
+            log.exception("could not remove the record of failed upload %s", media["_id"])
+        await self.blobs.delete([media["storage_key"]])
+
+    def _entity_for_upload(
+        self, principal: Principal, fields: Mapping[str, str]
+    ) -> tuple[str, str]:
+        if "entity_type" not in fields:
+            raise BadRequest("entity_type is required")
+        if "entity_id" not in fields:
+            raise BadRequest("entity_id is required")
+        entity_type = parse_entity_type(fields["entity_type"])
+        entity_id = parse_uuid(fields["entity_id"], "entity_id")
+        if not principal.may_act_on(entity_type, entity_id):
+            raise Forbidden(NO_PERMISSION)
+        return entity_type, entity_id
+
+    def _upload_metadata(self, fields: Mapping[str, str]) -> dict[str, Any]:
+        unknown = sorted(set(fields) - UPLOAD_FIELDS)
+        if unknown:
+            raise BadRequest(f"Unknown field '{unknown[0][:64]}'")
+        metadata: dict[str, Any] = {}
+        for name in ("title", "description", "alt_text"):
+            if name in fields:
+                metadata[name] = check_field(name, fields[name], self.settings)
+        if "display_order" in fields:
+            order = parse_form_int(fields["display_order"], "display_order")
+            metadata["display_order"] = check_field("display_order", order, self.settings)
+        if "is_primary" in fields:
+            metadata["is_primary"] = parse_form_bool(fields["is_primary"], "is_primary")
+        return metadata
+
+    # ---- reading
+
+    def parse_list_query(self, params: Mapping[str, str]) -> ListQuery:
+        """Validate list query parameters; malformed values are a 400, large limits are clamped."""
+        filters: dict[str, str] = {}
+        if "entity_type" in params:
+            filters["entity_type"] = parse_entity_type(params["entity_type"])
+        if "entity_id" in params:
+            filters["entity_id"] = parse_uuid(params["entity_id"], "entity_id")
+        if "media_type" in params:
+            filters["media_type"] = _one_of(params["media_type"], MEDIA_TYPES, "media_type")
+        if "status" in params:
+            filters["status"] = _one_of(params["status"], STATUSES, "status")
+        search = params.get("search", "").strip()
+        if len(search) > self.settings.max_search_length:
+            raise BadRequest(f"search must be at most {self.settings.max_search_length} characters")
+        limit = _query_int(params.get("limit"), "limit", self.settings.default_page_size)
+        if limit < 1:
+            raise BadRequest("limit must be a positive integer")
+        offset = _query_int(params.get("offset"), "offset", 0)
+        if offset < 0:
+            raise BadRequest("offset must not be negative")
+        return ListQuery(filters, search, min(limit, self.settings.max_page_size), offset)
+
+    async def list_media(self, principal: Principal, query: ListQuery) -> Page:
+        """A page of the media the caller may see, in display order, newest first."""
+        clauses: list[Doc] = [dict(query.filters)]
+        visibility = principal.visibility_filter()
+        if visibility is not None:
+            clauses.append(visibility)
+        if query.search:
+            pattern = {"$regex": _literal_pattern(query.search), "$options": "i"}
+            clauses.append({"$or": [{f: pattern} for f in ("filename", "title", "description")]})
+        mongo_query: Doc = clauses[0] if len(clauses) == 1 else {"$and": clauses}
+        items = await self.repository.find(mongo_query, query.offset, query.limit)
+        count = await self.repository.count(mongo_query)
+        return Page(items, count, query.limit, query.offset)
+
+    async def get_visible(self, principal: Principal, media_id: str) -> Doc:
+        """One media the caller may see; otherwise 404, whether or not it exists."""
+        canonical = maybe_uuid(media_id)
+        media = await self.repository.get(canonical) if canonical else None
+        if media is None or not principal.may_see(media):
+            raise NotFound("Media not found")
+        return media
+
+    async def view(self, principal: Principal, media_id: str) -> Doc:
+        """Read one media, counting a view."""
+        media = await self.get_visible(principal, media_id)
+        return await self.repository.increment(media["_id"], "view_count") or _gone()
+
+    async def download(self, principal: Principal, media_id: str) -> Doc:
+        """Count a download of one media and return it (the handler redirects to its file)."""
+        media = await self.get_visible(principal, media_id)
+        if media["status"] == "pending":
+            raise Conflict("The file of this media has not been uploaded yet")
+        return await self.repository.increment(media["_id"], "download_count") or _gone()
+
+    # ---- changing
+
+    async def update(self, principal: Principal, media_id: str, body: Mapping[str, Any]) -> Doc:
+        """PATCH: change editable metadata; is_primary true/false moves the primary mark."""
+        media = await self.get_visible(principal, media_id)
+        changes = metadata_changes(body, self.settings)
+        return await self._apply(media, changes)
+
+    async def _apply(self, media: Doc, changes: dict[str, Any]) -> Doc:
+        is_primary = changes.pop("is_primary", None)
+        changes["updated_at"] = self.clock()
+        if is_primary is True:
+            return await self._make_primary(media, changes)
+        unset: tuple[str, ...] = ()
+        if is_primary is False:
+            changes["is_primary"] = False
+            unset = ("primary_slot",)
+        return await self.repository.update(media["_id"], changes, unset) or _gone()
+
+    async def set_primary(self, principal: Principal, media_id: str) -> Doc:
+        """Make one media the primary of its entity; exactly one stays primary under races."""
+        media = await self.get_visible(principal, media_id)
+        return await self._make_primary(media, {"updated_at": self.clock()})
+
+    async def _make_primary(self, media: Doc, changes: Doc) -> Doc:
+        for _ in range(_PRIMARY_RETRIES):
+            try:
+                return await self.repository.make_primary(media, changes) or _gone()
+            except PrimaryTaken:
+                await asyncio.sleep(0.01)  # another request won this round; clear it and retry
+        raise Conflict("The primary media of this entity is changing; try again")
+
+    async def delete(self, principal: Principal, media_id: str) -> None:
+        """Delete the record first (so nothing points at a missing file), then its files."""
+        media = await self.get_visible(principal, media_id)
+        await self._delete(media)
+
+    async def _delete(self, media: Doc) -> None:
+        deleted = await self.repository.delete(media["_id"])
+        if deleted is None:
+            raise NotFound("Media not found")
+        keys = [deleted["storage_key"]] + [v["key"] for v in deleted.get("variants", [])]
+        if deleted.get("thumbnail_key"):
+            keys.append(deleted["thumbnail_key"])
+        try:
+            await self.blobs.delete(keys)
+        except Exception:  # the record is gone; a leftover file is only garbage
+            log.exception("could not delete the files of media %s", media["_id"])
+
+    # ---- bulk
+
+    def _bulk_ids(self, body: Mapping[str, Any]) -> list[str]:
+        ids = body.get("media_ids")
+        if not isinstance(ids, list) or not ids:
+            raise BadRequest("media_ids must be a non-empty list of UUIDs")
+        if len(ids) > self.settings.max_bulk_ids:
+            raise BadRequest(f"media_ids may name at most {self.settings.max_bulk_ids} media")
+        if not all(isinstance(i, str) for i in ids):
+            raise BadRequest("media_ids must be a non-empty list of UUIDs")
+        return list(dict.fromkeys(ids))
+
+    async def bulk_delete(self, principal: Principal, body: Mapping[str, Any]) -> Doc:
+        """Delete several media; report how many went and which failed and why."""
+        _only_keys(body, {"media_ids"})
+        deleted, failed = 0, []
+        for media_id in self._bulk_ids(body):
+            try:
+                await self._delete(await self.get_visible(principal, media_id))
+                deleted += 1
+            except NotFound as exc:
+                failed.append({"id": media_id, "error": exc.message})
+        return {"deleted": deleted, "failed": failed}
+
+    async def bulk_update(self, principal: Principal, body: Mapping[str, Any]) -> Doc:
+        """Apply the same metadata to several media (not is_primary: one per entity)."""
+        _only_keys(body, {"media_ids", "updates"})
+        ids = self._bulk_ids(body)
+        updates = body.get("updates")
+        if not isinstance(updates, dict) or not updates:
+            raise BadRequest("updates must be a non-empty object")
+        if "is_primary" in updates:
+            raise BadRequest("is_primary cannot be bulk-updated; use set_primary")
+        changes = metadata_changes(updates, self.settings)
+        updated, failed = 0, []
+        for media_id in ids:
+            try:
+                await self._apply(await self.get_visible(principal, media_id), dict(changes))
+                updated += 1
+            except NotFound as exc:
+                failed.append({"id": media_id, "error": exc.message})
+        return {"updated": updated, "failed": failed}
+
+    # ---- output
+
+    def present(self, media: Doc, base_url: str) -> Doc:
+        """The API form of a media record (every field of the spec's list example, typed)."""
+        return {
+            "id": media["_id"],
+            "url": self.blobs.url(media["storage_key"], base_url),
+            "thumbnail_url": (
+                self.blobs.url(media["thumbnail_key"], base_url)
+                if media.get("thumbnail_key")
+                else None
+            ),
+            "filename": media["filename"],
+            "file_size": media["file_size"],
+            "content_type": media["content_type"],
+            "media_type": media["media_type"],
+            "entity_type": media["entity_type"],
+            "entity_id": media["entity_id"],
+            "title": media["title"],
+            "description": media["description"],
+            "alt_text": media["alt_text"],
+            "status": media["status"],
+            "error": media.get("error"),
+            "width": media.get("width"),
+            "height": media.get("height"),
+            "is_primary": bool(media.get("is_primary")),
+            "display_order": media["display_order"],
+            "view_count": media.get("view_count", 0),
+            "download_count": media.get("download_count", 0),
+            "sha256": media.get("sha256"),
+            "variants": [
+                {
+                    **{k: v for k, v in variant.items() if k != "key"},
+                    "url": self.blobs.url(variant["key"], base_url),
+                }
+                for variant in media.get("variants", [])
+            ],
+            "created_at": iso(media["created_at"]),
+            "updated_at": iso(media["updated_at"]),
+        }
+
+
+def iso(moment: datetime) -> str:
+    """UTC timestamp as `2024-01-15T10:30:00.123Z`."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _gone() -> Doc:
+    raise NotFound("Media not found")
+
+
+def _one_of(value: str, allowed: tuple[str, ...], name: str) -> str:
+    if value not in allowed:
+        raise BadRequest(f"{name} must be one of: {', '.join(allowed)}")
+    return value
+
+
+def _query_int(raw: str | None, name: str, default: int) -> int:
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() and not (raw.startswith("-") and raw[1:].isdigit()):
+        raise BadRequest(f"{name} must be an integer")
+    if len(raw) > 12:
+        raise BadRequest(f"{name} is out of range")
+    return int(raw)
+
+
+def _literal_pattern(text: str) -> str:
+    # re.escape-like, limited to what every regex engine (PCRE, Python) reads literally.
+    return "".join("\\" + ch if not ch.isalnum() and ch not in " _" else ch for ch in text)
+
+
+def _only_keys(body: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"Unknown field '{str(unknown[0])[:64]}'")

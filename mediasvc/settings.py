@@ -1,0 +1,416 @@
+"""The one settings schema: every knob and limit, with its default, help and group.
+
+Values come from the defaults, then an optional TOML config file, then environment
+variables ``MEDIASVC_<NAME>``, then command-line flags. Anything invalid stops start-up
+with a :class:`SettingsError` that names the setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "MEDIASVC_"
+MB = 1024 * 1024
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": MB, "mb": MB, "mib": MB}
+_SIZE_UNITS.update({"g": MB * 1024, "gb": MB * 1024, "gib": MB * 1024})
+
+
+class SettingsError(ValueError):
+    """A setting has a value it cannot take; the message names the setting."""
+
+
+def setting(
+    default: Any,
+    help: str,
+    group: str,
+    *,
+    kind: str = "",
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] = (),
+    secret: bool = False,
+) -> Any:
+    """Declare one setting; the metadata is what `mediasvc config` and the example print."""
+    meta = {
+        "help": help,
+        "group": group,
+        "kind": kind,
+        "minimum": minimum,
+        "maximum": maximum,
+        "choices": choices,
+        "secret": secret,
+    }
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective settings of one process. Build with :func:`load_settings`."""
+
+    # -- server
+    host: str = setting("127.0.0.1", "Address the HTTP server listens on.", "server")
+    port: int = setting(8000, "TCP port of the HTTP server.", "server", minimum=0, maximum=65535)
+    data_dir: str = setting(
+        "./var", "Folder that holds all local state: database, files, spool, secrets.", "server"
+    )
+    public_url: str = setting(
+        "",
+        "Absolute base URL clients reach the service at (e.g. https://media.example.com). "
+        "Empty: taken from each request's Host header.",
+        "server",
+    )
+    xheaders: bool = setting(
+        False, "Trust X-Forwarded-For/-Proto and X-Real-Ip from a reverse proxy.", "server"
+    )
+    log_level: str = setting(
+        "info", "Log level.", "server", choices=("debug", "info", "warning", "error")
+    )
+    io_threads: int = setting(
+        8, "Threads for blocking file-system and storage calls.", "server", minimum=1, maximum=256
+    )
+    # -- database
+    mongodb_uri: str = setting(
+        "",
+        "MongoDB connection URI. Empty: start the embedded wire-protocol server "
+        "(data under <data_dir>/db).",
+        "database",
+        secret=True,
+    )
+    mongodb_database: str = setting("mediasvc", "Database name.", "database")
+    mongodb_timeout_ms: int = setting(
+        2000,
+        "Server selection and connect timeout of the MongoDB driver, in milliseconds.",
+        "database",
+        minimum=100,
+    )
+    embedded_db_in_memory: bool = setting(
+        False, "Keep the embedded database in memory (tests, throw-away runs).", "database"
+    )
+    embedded_db_start_timeout: float = setting(
+        20.0, "Seconds to wait for the embedded database to answer.", "database", minimum=1
+    )
+    # -- auth
+    jwt_secret: str = setting(
+        "",
+        "HMAC secret for HS256 tokens. Empty: a random one is created once under "
+        "<data_dir>/secrets (mode 0600) and reused.",
+        "auth",
+        secret=True,
+    )
+    jwt_algorithms: tuple[str, ...] = setting(
+        ("HS256",),
+        "Accepted token algorithms, comma-separated (HS256, HS384, HS512, RS256, ES256, ...).",
+        "auth",
+        kind="list",
+    )
+    jwt_public_key: str = setting(
+        "",
+        "PEM public key, or a path to one, for RS*/ES*/PS* tokens.",
+        "auth",
+    )
+    jwt_audience: str = setting("", "Required `aud` claim; empty: not checked.", "auth")
+    jwt_issuer: str = setting("", "Required `iss` claim; empty: not checked.", "auth")
+    jwt_leeway: int = setting(
+        30, "Clock skew allowed when checking `exp`/`nbf`, in seconds.", "auth", minimum=0
+    )
+    token_default_ttl: int = setting(
+        3600, "Lifetime of tokens minted by `mediasvc token`, in seconds.", "auth", minimum=1
+    )
+    # -- storage
+    storage: str = setting("local", "Blob store backend.", "storage", choices=("local",))
+    storage_dir: str = setting(
+        "", "Folder of the local blob store. Empty: <data_dir>/media.", "storage"
+    )
+    spool_dir: str = setting(
+        "",
+        "Folder for upload spool files (same file system as storage_dir for cheap renames). "
+        "Empty: <data_dir>/spool.",
+        "storage",
+    )
+    url_signing_secret: str = setting(
+        "",
+        "HMAC secret that signs local file URLs. Empty: created once under <data_dir>/secrets.",
+        "storage",
+        secret=True,
+    )
+    file_url_ttl: int = setting(
+        3600, "Lifetime of signed file URLs, in seconds.", "storage", minimum=1
+    )
+    # -- upload limits
+    max_image_size: int = setting(
+        10 * MB,
+        "Largest image upload (bytes; suffixes KB, MB, GB).",
+        "limits",
+        kind="size",
+        minimum=1,
+    )
+    max_video_size: int = setting(
+        500 * MB, "Largest video upload.", "limits", kind="size", minimum=1
+    )
+    max_document_size: int = setting(
+        50 * MB, "Largest document upload.", "limits", kind="size", minimum=1
+    )
+    max_audio_size: int = setting(
+        100 * MB, "Largest audio upload.", "limits", kind="size", minimum=1
+    )
+    max_form_overhead: int = setting(
+        1 * MB,
+        "Bytes a multipart body may carry beyond its file (fields, headers, boundaries).",
+        "limits",
+        kind="size",
+        minimum=1024,
+    )
+    max_form_parts: int = setting(
+        16, "Most parts one multipart upload may have.", "limits", minimum=1
+    )
+    max_part_header_size: int = setting(
+        4096, "Longest header line of one multipart part, in bytes.", "limits", minimum=256
+    )
+    max_field_size: int = setting(
+        16 * 1024, "Largest non-file form field, in bytes.", "limits", kind="size", minimum=256
+    )
+    max_json_body_size: int = setting(
+        1 * MB, "Largest JSON request body.", "limits", kind="size", minimum=1024
+    )
+    max_filename_bytes: int = setting(
+        255, "Longest stored filename, in UTF-8 bytes.", "limits", minimum=16
+    )
+    max_title_length: int = setting(255, "Longest title, in characters.", "limits", minimum=1)
+    max_description_length: int = setting(
+        5000, "Longest description, in characters.", "limits", minimum=1
+    )
+    max_alt_text_length: int = setting(
+        1000, "Longest alt text, in characters.", "limits", minimum=1
+    )
+    max_display_order: int = setting(
+        1_000_000, "Largest display_order (0 is the smallest).", "limits", minimum=0
+    )
+    max_search_length: int = setting(
+        200, "Longest `search` query parameter, in characters.", "limits", minimum=1
+    )
+    default_page_size: int = setting(
+        20, "Results per page when `limit` is not given.", "limits", minimum=1
+    )
+    max_page_size: int = setting(
+        100, "Largest `limit` a list request may ask for.", "limits", minimum=1
+    )
+    max_bulk_ids: int = setting(
+        100, "Most media ids one bulk_delete or bulk_update may name.", "limits", minimum=1
+    )
+    # -- http
+    idle_connection_timeout: float = setting(
+        60.0, "Seconds an idle keep-alive connection stays open.", "http", minimum=1
+    )
+    body_timeout: float = setting(
+        600.0, "Seconds a client may take to send one request body.", "http", minimum=1
+    )
+    http_chunk_size: int = setting(
+        256 * 1024,
+        "Bytes read from a connection at a time while streaming a body.",
+        "http",
+        kind="size",
+        minimum=4096,
+    )
+
+    # ---- derived values
+
+    @property
+    def data_path(self) -> Path:
+        """Absolute data folder."""
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def storage_path(self) -> Path:
+        """Absolute folder of the local blob store."""
+        return Path(self.storage_dir).resolve() if self.storage_dir else self.data_path / "media"
+
+    @property
+    def spool_path(self) -> Path:
+        """Absolute folder for upload spool files."""
+        return Path(self.spool_dir).resolve() if self.spool_dir else self.data_path / "spool"
+
+    @property
+    def secrets_path(self) -> Path:
+        """Folder of generated secrets (mode 0700)."""
+        return self.data_path / "secrets"
+
+    def size_limit(self, media_type: str) -> int:
+        """The upload limit of one media type, in bytes."""
+        return int(getattr(self, f"max_{media_type}_size"))
+
+    @property
+    def largest_upload(self) -> int:
+        """The largest per-type limit: what a multipart body may carry at most."""
+        return max(self.size_limit(t) for t in ("image", "video", "document", "audio"))
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values changed (already typed)."""
+        return dataclasses.replace(self, **changes)
+
+
+def schema() -> tuple[dataclasses.Field[Any], ...]:
+    """Every setting, in declaration order."""
+    return dataclasses.fields(Settings)
+
+
+def _field_type(f: dataclasses.Field[Any]) -> str:
+    kind: str = f.metadata["kind"]
+    if kind:
+        return kind
+    return str(f.type)
+
+
+def parse_size(text: str) -> int:
+    """Parse '10MB', '512 KiB' or '1048576' into bytes (binary units)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {text!r} (use bytes or a KB/MB/GB suffix)")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def coerce(f: dataclasses.Field[Any], raw: Any) -> Any:
+    """Turn a raw value (a string from the environment, or a TOML value) into the setting's type."""
+    kind = _field_type(f)
+    try:
+        value = _coerce_kind(kind, raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"setting {f.name}: {exc}") from None
+    _check_range(f, value)
+    return value
+
+
+def _coerce_kind(kind: str, raw: Any) -> Any:
+    if kind == "size":
+        if isinstance(raw, bool):
+            raise ValueError(f"not a size: {raw!r}")
+        return raw if isinstance(raw, int) else parse_size(str(raw))
+    if kind == "list":
+        items = raw if isinstance(raw, list) else str(raw).split(",")
+        return tuple(str(item).strip() for item in items if str(item).strip())
+    if kind == "bool":
+        return raw if isinstance(raw, bool) else _parse_bool(str(raw))
+    if kind == "int":
+        if isinstance(raw, bool) or isinstance(raw, float):
+            raise ValueError(f"not an integer: {raw!r}")
+        return int(raw)
+    if kind == "float":
+        if isinstance(raw, bool):
+            raise ValueError(f"not a number: {raw!r}")
+        return float(raw)
+    if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+        raise ValueError(f"not a string: {raw!r}")
+    return str(raw)
+
+
+def _check_range(f: dataclasses.Field[Any], value: Any) -> None:
+    meta = f.metadata
+    if meta["choices"] and value not in meta["choices"]:
+        raise SettingsError(
+            f"setting {f.name}: {value!r} is not one of {', '.join(meta['choices'])}"
+        )
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise SettingsError(f"setting {f.name}: {value} is below the minimum {meta['minimum']}")
+    if meta["maximum"] is not None and value > meta["maximum"]:
+        raise SettingsError(f"setting {f.name}: {value} is above the maximum {meta['maximum']}")
+
+
+def load_settings(
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Defaults, then the config file, then MEDIASVC_* variables, then explicit overrides."""
+    by_name = {f.name: f for f in schema()}
+    values: dict[str, Any] = {}
+    if config_file:
+        values.update(_read_config_file(config_file, by_name))
+    env = os.environ if environ is None else environ
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in by_name:
+            raise SettingsError(f"unknown setting {key} in the environment")
+        values[name] = coerce(by_name[name], raw)
+    for name, raw in (overrides or {}).items():
+        if raw is not None:
+            values[name] = coerce(by_name[name], raw)
+    settings = Settings(**values)
+    _check_consistency(settings)
+    return settings
+
+
+def _read_config_file(path: str, by_name: Mapping[str, dataclasses.Field[Any]]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as exc:
+        raise SettingsError(f"config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path}: {exc}") from None
+    values = {}
+    for name, raw in document.items():
+        if name not in by_name:
+            raise SettingsError(f"config file {path}: unknown setting {name}")
+        values[name] = coerce(by_name[name], raw)
+    return values
+
+
+def _check_consistency(settings: Settings) -> None:
+    if settings.default_page_size > settings.max_page_size:
+        raise SettingsError("setting default_page_size: larger than max_page_size")
+    if settings.public_url and not re.match(
+        r"^https?://[^/?#\s]+(/[^?#\s]*)?$", settings.public_url
+    ):
+        raise SettingsError("setting public_url: must be an absolute http(s) URL")
+    symmetric = [a for a in settings.jwt_algorithms if a.startswith("HS")]
+    if symmetric and len(symmetric) != len(settings.jwt_algorithms):
+        raise SettingsError("setting jwt_algorithms: do not mix HS* with public-key algorithms")
+    if not symmetric and not settings.jwt_public_key:
+        raise SettingsError("setting jwt_public_key: required for public-key algorithms")
+    if "none" in (a.lower() for a in settings.jwt_algorithms):
+        raise SettingsError("setting jwt_algorithms: 'none' is never accepted")
+
+
+def render_value(f: dataclasses.Field[Any], value: Any) -> str:
+    """A value as TOML, secrets masked when set."""
+    if f.metadata["secret"] and value:
+        return '"********"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{item}"' for item in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render(settings: Settings | None = None, *, commented: bool = False) -> str:
+    """Every setting with its help, grouped: `mediasvc config` and the example file."""
+    current = settings or Settings()
+    lines: list[str] = []
+    group = None
+    for f in schema():
+        if f.metadata["group"] != group:
+            group = f.metadata["group"]
+            lines += ["", f"# ---- {group}"]
+        lines.append(f"# {f.metadata['help']} (env {ENV_PREFIX}{f.name.upper()})")
+        entry = f"{f.name} = {render_value(f, getattr(current, f.name))}"
+        lines.append(("# " if commented else "") + entry)
+    return "\n".join(lines).lstrip() + "\n"

@@ -1,0 +1,107 @@
+"""The local-folder blob store. Files are served by the service itself under signed URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import time
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import quote
+
+from mediasvc.storage import BlobStore
+
+FILES_PREFIX = "/files/"
+
+
+class UrlSigner:
+    """HMAC signatures for expiring file URLs, so knowing a key is not enough to fetch it."""
+
+    def __init__(self, secret: str, ttl: int) -> None:
+        self._secret = secret.encode()
+        self.ttl = ttl
+
+    def signature(self, key: str, expires: int) -> str:
+        """The signature of `key` valid until the Unix time `expires`."""
+        digest = hmac.new(self._secret, f"{key}\n{expires}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def query(self, key: str, now: float | None = None) -> str:
+        """`expires=...&sig=...`; the expiry is rounded up so URLs stay cacheable for a while."""
+        step = max(1, self.ttl // 4)
+        moment = int(now if now is not None else time.time())
+        expires = moment + self.ttl + step - (moment % step)
+        return f"expires={expires}&sig={self.signature(key, expires)}"
+
+    def valid(self, key: str, expires: str, signature: str, now: float | None = None) -> bool:
+        """Whether a signature is right and not expired."""
+        if not expires.isdigit() or len(expires) > 12:
+            return False
+        if int(expires) < (now if now is not None else time.time()):
+            return False
+        return hmac.compare_digest(self.signature(key, int(expires)), signature)
+
+
+class LocalBlobStore(BlobStore):
+    """A folder on disk; blocking file-system calls run in the I/O thread pool."""
+
+    def __init__(self, root: Path, signer: UrlSigner, executor: Executor) -> None:
+        self.root = root
+        self.signer = signer
+        self._executor = executor
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path_of(self, key: str) -> Path:
+        """The file of a key; refuses keys that would leave the root."""
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"storage key outside the store: {key!r}")
+        return path
+
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        await self._run(self._move_into_place, path, self.path_of(key))
+
+    async def delete(self, keys: Iterable[str]) -> None:
+        await self._run(self._delete_files, [self.path_of(k) for k in keys])
+
+    async def exists(self, key: str) -> bool:
+        return await self._run(self.path_of(key).is_file)
+
+    def url(self, key: str, base_url: str) -> str:
+        return f"{base_url}{FILES_PREFIX}{quote(key)}?{self.signer.query(key)}"
+
+    async def check(self) -> None:
+        await self._run(os.statvfs, self.root)
+
+    async def _run(self, func, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    @staticmethod
+    def _move_into_place(source: Path, target: Path) -> None:
+        # fsync the data, rename atomically, then fsync the folder: after this a crash
+        # cannot leave a record pointing at a missing or half-written file.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(source, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(source, target)
+        _fsync_dir(target.parent)
+
+    @staticmethod
+    def _delete_files(paths: list[Path]) -> None:
+        for path in paths:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,223 @@
+"""Streaming multipart/form-data: a push parser turns body chunks into fields and spool files.
+
+Field order does not matter; file bytes never sit in memory beyond one batch; the per-type
+size limit is enforced while the bytes arrive, from the extension and then the sniffed type.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import magic
+import multipart
+
+from mediasvc.errors import BadRequest, TooLarge
+from mediasvc.media_types import FileKind, extension_of, kind_for_extension, sniff_agrees
+from mediasvc.settings import MB, Settings
+from mediasvc.spool import SpoolWriter
+
+SNIFF_BYTES = 8192
+_BOUNDARY = re.compile(r"""boundary=(?:"([^"]{1,200})"|([^\s;,"]{1,200}))""", re.IGNORECASE)
+
+
+@dataclass
+class ReceivedFile:
+    """One file of a form, spooled to disk and checked."""
+
+    field_name: str
+    raw_filename: str
+    kind: FileKind
+    spool: SpoolWriter
+    sha256: str = ""
+    sniffed_type: str = ""
+
+    @property
+    def size(self) -> int:
+        """Bytes received."""
+        return self.spool.size
+
+
+@dataclass
+class _FilePart:
+    received: ReceivedFile
+    limit: int
+    head: bytearray = field(default_factory=bytearray)
+    sniffed: bool = False
+
+
+def boundary_of(content_type: str | None) -> str:
+    """The multipart boundary of a Content-Type header, or a 400."""
+    if not content_type or not content_type.lower().startswith("multipart/form-data"):
+        raise BadRequest("Request body must be multipart/form-data")
+    match = _BOUNDARY.search(content_type)
+    if not match:
+        raise BadRequest("multipart/form-data without a boundary")
+    return match.group(1) or match.group(2)
+
+
+def size_error(media_type: str, limit: int) -> TooLarge:
+    """The spec's 413 message."""
+    return TooLarge(
+        f"File size exceeds maximum allowed size of {limit / MB:.1f}MB for {media_type} files"
+    )
+
+
+def sniff(head: bytes) -> str:
+    """The MIME type libmagic reads from the first bytes of a file."""
+    return str(magic.from_buffer(head, mime=True))
+
+
+class MultipartReceiver:
+    """Consumes a multipart body chunk by chunk.
+
+    `file_fields` names the parts that may carry files and `max_files` how many;
+    `before_file` sees the fields received so far when a file starts, so a request
+    that cannot succeed (no permission, bad entity) is refused before its bytes are read.
+    """
+
+    def __init__(
+        self,
+        boundary: str,
+        settings: Settings,
+        executor: Executor,
+        *,
+        file_fields: frozenset[str] = frozenset({"file"}),
+        max_files: int = 1,
+        before_file: Callable[[dict[str, str]], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._executor = executor
+        self._file_fields = file_fields
+        self._max_files = max_files
+        self._before_file = before_file
+        self.fields: dict[str, str] = {}
+        self.files: list[ReceivedFile] = []
+        self._field_name: str | None = None
+        self._field_value = bytearray()
+        self._file: _FilePart | None = None
+        try:
+            self._parser = multipart.PushMultipartParser(
+                boundary,
+                max_header_size=settings.max_part_header_size,
+                max_segment_count=settings.max_form_parts,
+            )
+        except multipart.MultipartError as exc:
+            raise BadRequest(f"Malformed multipart body: {exc}") from None
+
+    async def feed(self, chunk: bytes) -> None:
+        """Parse one chunk of the body, spooling file bytes."""
+        try:
+            for event in self._parser.parse(chunk):
+                await self._on_event(event)
+        except multipart.ParserLimitReached as exc:
+            raise BadRequest(f"Malformed multipart body: {exc}") from None
+        except multipart.MultipartError as exc:
+            raise BadRequest(f"Malformed multipart body: {exc}") from None
+
+    async def close(self) -> None:
+        """The body ended: the stream must be complete; finish the spool files."""
+        try:
+            self._parser.close()
+        except multipart.MultipartError:
+            raise BadRequest("Malformed multipart body: no closing boundary") from None
+        for received in self.files:
+            if not received.sha256:
+                raise BadRequest("Malformed multipart body: incomplete file part")
+
+    def discard(self) -> None:
+        """Remove every spool file (failure, disconnect, or after storing)."""
+        for received in self.files:
+            received.spool.discard()
+
+    async def _on_event(self, event: multipart.MultipartSegment | bytes | None) -> None:
+        if isinstance(event, multipart.MultipartSegment):
+            self._start_part(event)
+        elif event is None:
+            await self._end_part()
+        elif self._file is not None:
+            await self._file_bytes(event)
+        else:
+            self._field_bytes(event)
+
+    def _start_part(self, segment: multipart.MultipartSegment) -> None:
+        name = segment.name or ""
+        if segment.filename is None:
+            if name in self._file_fields:
+                raise BadRequest(f"Field '{name}' must be a file")
+            if name in self.fields:
+                raise BadRequest(f"Field '{_printable(name)}' was sent twice")
+            self._field_name = name
+            self._field_value.clear()
+            return
+        if name not in self._file_fields:
+            raise BadRequest(f"Unexpected file in field '{_printable(name)}'")
+        if len(self.files) >= self._max_files:
+            raise BadRequest(f"At most {self._max_files} file(s) per request")
+        self._file = self._open_file(name, segment.filename)
+
+    def _open_file(self, name: str, filename: str) -> _FilePart:
+        extension = extension_of(filename)
+        kind = kind_for_extension(extension)
+        if kind is None:
+            if not extension:
+                raise BadRequest("File name has no extension")
+            raise BadRequest(f"File extension '{_printable(extension)[:32]}' is not allowed")
+        if self._before_file is not None:
+            self._before_file(self.fields)
+        spool = SpoolWriter(self._settings.spool_path, self._executor, suffix=f".{kind.extension}")
+        received = ReceivedFile(field_name=name, raw_filename=filename, kind=kind, spool=spool)
+        self.files.append(received)
+        return _FilePart(received, limit=self._settings.size_limit(kind.media_type))
+
+    async def _file_bytes(self, data: bytes) -> None:
+        part = self._file
+        assert part is not None
+        if part.received.size + len(data) > part.limit:
+            raise size_error(part.received.kind.media_type, part.limit)
+        if not part.sniffed:
+            part.head += data[: SNIFF_BYTES - len(part.head)]
+            if len(part.head) >= SNIFF_BYTES:
+                self._check_sniffed(part)
+        await part.received.spool.write(data)
+
+    def _field_bytes(self, data: bytes) -> None:
+        if len(self._field_value) + len(data) > self._settings.max_field_size:
+            raise BadRequest(f"Field '{_printable(self._field_name or '')}' is too long")
+        self._field_value += data
+
+    async def _end_part(self) -> None:
+        part, self._file = self._file, None
+        if part is None:
+            self._end_field()
+            return
+        if part.received.size == 0:
+            raise BadRequest("The submitted file is empty")
+        if not part.sniffed:
+            self._check_sniffed(part)
+        part.received.sha256 = await part.received.spool.finish()
+
+    def _end_field(self) -> None:
+        name, self._field_name = self._field_name or "", None
+        try:
+            self.fields[name] = self._field_value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"Field '{_printable(name)}' is not valid UTF-8") from None
+
+    def _check_sniffed(self, part: _FilePart) -> None:
+        part.sniffed = True
+        head = bytes(part.head)
+        sniffed = sniff(head)
+        kind = part.received.kind
+        if not sniff_agrees(kind, sniffed, head):
+            raise BadRequest(
+                f"File content ({sniffed}) does not match its extension '{kind.extension}'"
+            )
+        part.received.sniffed_type = sniffed
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:64]

@@ -1,0 +1,31 @@
+"""Packaging: `handlers/` and `pipeline/` install as `mediasvc.handlers` and `mediasvc.pipeline`."""
+
+from setuptools import setup
+
+setup(
+    name="mediasvc",
+    version="0.1.0",
+    description="Media management service: streaming uploads, records, derived files.",
+    python_requires=">=3.11",
+    packages=[
+        "mediasvc",
+        "mediasvc.services",
+        "mediasvc.storage",
+        "mediasvc.handlers",
+        "mediasvc.pipeline",
+    ],
+    package_dir={
+        "mediasvc": "mediasvc",
+        "mediasvc.handlers": "handlers",
+        "mediasvc.pipeline": "pipeline",
+    },
+    install_requires=[
+        "tornado>=6.5",
+        "pymongo>=4.13",
+        "multipart>=2.0",
+        "pyjwt[crypto]>=2.10",
+        "python-magic>=0.4.27",
+        "nx-27017>=0.8",
+    ],
+    entry_points={"console_scripts": ["mediasvc=mediasvc.cli:main"]},
+)
