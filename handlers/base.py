@@ -6,15 +6,18 @@ import json
 import logging
 import re
 import uuid
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
+from tornado.http1connection import HTTP1Connection
 
 from mediasvc.auth import Principal
 from mediasvc.context import AppContext
 from mediasvc.errors import BadRequest, MediaError, TooLarge
 
 log = logging.getLogger("mediasvc.request")
+_KNOWN = frozenset(status.value for status in HTTPStatus)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
 
 if TYPE_CHECKING:
@@ -57,7 +60,7 @@ class JsonErrorsMixin(ContextMixin):
         elif isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:
             message = exc.log_message % exc.args if exc.args else exc.log_message
         else:
-            message = tornado.web.httputil.responses.get(status_code, "Error")
+            message = HTTPStatus(status_code).phrase if status_code in _KNOWN else "Error"
             if status_code >= 500:
                 message = "Internal server error"
         self.clear_header("Content-Disposition")
@@ -72,10 +75,54 @@ class JsonErrorsMixin(ContextMixin):
             log.error("request %s failed", self.request_id, exc_info=(typ, value, tb))
 
 
+@tornado.web.stream_request_body
 class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
-    """JSON API handler: authenticate with `self.principal`, answer with `self.write_json`."""
+    """JSON API handler: authenticate with `self.principal`, answer with `self.write_json`.
+
+    Bodies are streamed in, so an oversized one is refused with a JSON 413 before it is
+    read (a buffered handler would hold it all in memory first).
+    """
 
     _principal: Principal | None = None
+    _body: bytearray | None = None
+    _body_refused = False
+
+    @property
+    def body_limit(self) -> int:
+        """Largest request body this handler takes."""
+        return self.ctx.settings.max_json_body_size
+
+    async def prepare(self) -> None:
+        """Refuse a declared body over the limit before reading a byte of it."""
+        limit = self.body_limit
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise TooLarge(f"Request body exceeds the maximum of {limit} bytes")
+        # Chunked bodies are counted in data_received; Tornado's own check (which answers
+        # a bare 400) is a backstop set higher, because it counts bytes it has coalesced
+        # but not yet handed to us.
+        connection = self.request.connection
+        if isinstance(connection, HTTP1Connection):
+            connection.set_max_body_size(2 * limit)
+
+    async def data_received(self, chunk: bytes) -> None:
+        """Gather a small JSON body, refusing it as soon as it passes the limit."""
+        if self._body_refused:
+            return
+        if self._body is None:
+            self._body = bytearray()
+        if len(self._body) + len(chunk) > self.body_limit:
+            self._body_refused = True
+            self.refuse(TooLarge(f"Request body exceeds the maximum of {self.body_limit} bytes"))
+            return
+        self._body += chunk
+
+    def refuse(self, exc: Exception) -> None:
+        """Answer with an error while the body is still arriving (the rest is not read)."""
+        if not isinstance(exc, MediaError):
+            log.error("request %s failed", self.request_id, exc_info=exc)
+        if not self._finished:
+            self.send_error(500, exc_info=(type(exc), exc, exc.__traceback__))
 
     def set_default_headers(self) -> None:
         self.set_header("X-Request-Id", self.request_id)
@@ -105,9 +152,7 @@ class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
 
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object, or a 400."""
-        body = self.request.body
-        if len(body) > self.ctx.settings.max_json_body_size:
-            raise TooLarge("Request body is too large")
+        body = bytes(self._body or b"")
         if not body:
             raise BadRequest("Request body must be a JSON object")
         try:
@@ -127,7 +172,7 @@ class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
 class NotFoundHandler(BaseHandler):
     """Unknown routes: a JSON 404."""
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         raise tornado.web.HTTPError(404, "Not found")
 
 

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 import tornado.web
 
-from mediasvc.errors import MediaError, TooLarge
+from mediasvc.errors import MediaError
 from mediasvc.handlers.base import BaseHandler
 from mediasvc.handlers.media import API
 from mediasvc.upload import MultipartReceiver, boundary_of
-
-log = logging.getLogger(__name__)
 
 
 @tornado.web.stream_request_body
@@ -23,14 +18,15 @@ class UploadHandler(BaseHandler):
     failed = False
     body_complete = False
 
+    @property
+    def body_limit(self) -> int:
+        """The largest per-type file limit plus room for the form around it."""
+        return self.ctx.settings.largest_upload + self.ctx.settings.max_form_overhead
+
     async def prepare(self) -> None:
         principal = self.authenticate()
+        await super().prepare()
         settings = self.ctx.settings
-        limit = settings.largest_upload + settings.max_form_overhead
-        declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise TooLarge(f"Request body exceeds the maximum of {limit} bytes")
-        self.request.connection.set_max_body_size(limit)
         boundary = boundary_of(self.request.headers.get("Content-Type"))
         self.receiver = MultipartReceiver(
             boundary,
@@ -45,7 +41,9 @@ class UploadHandler(BaseHandler):
         try:
             await self.receiver.feed(chunk)
         except Exception as exc:  # answer now: the rest of the body is not read
-            self._fail(exc)
+            self.failed = True
+            self.receiver.discard()
+            self.refuse(exc)
 
     async def post(self) -> None:
         receiver = self.receiver
@@ -67,16 +65,6 @@ class UploadHandler(BaseHandler):
         if self.receiver is not None and not self.body_complete:
             self.receiver.discard()
         super().on_connection_close()
-
-    def _fail(self, exc: Exception) -> None:
-        self.failed = True
-        if self.receiver is not None:
-            self.receiver.discard()
-        if not isinstance(exc, MediaError):
-            log.error("request %s: upload failed", self.request_id, exc_info=exc)
-        info: Any = (type(exc), exc, exc.__traceback__)
-        if not self._finished:
-            self.send_error(500, exc_info=info)
 
 
 routes = [(rf"{API}/upload/?", UploadHandler)]

@@ -18,7 +18,7 @@ def clean_filename(raw: str, extension: str, max_bytes: int) -> str:
     name = unicodedata.normalize("NFC", name)
     name = "".join(ch for ch in name if _keep(ch))
     name = " ".join(name.split()).strip(" .")
-    if not name or name.lower() == f".{extension}":
+    if not name or name.lower() == extension:
         name = f"upload.{extension}"
     return _fit(name, extension, max_bytes)
 

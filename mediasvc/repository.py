@@ -8,8 +8,9 @@ covers records having that field (sparse, so it is partial on any MongoDB-wire s
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
@@ -178,15 +179,17 @@ class MongoMediaRepository(MediaRepository):
     async def make_primary(self, media: Doc, changes: Doc) -> Doc | None:
         slot = f"{media['entity_type']}:{media['entity_id']}"
         await self.clear_primary(media["entity_type"], media["entity_id"], except_id=media["_id"])
+        # update_one, not find_one_and_update: every wire server reports a unique-index
+        # violation from it (the embedded one silently returns None from the latter).
         try:
             with database_errors():
-                return await self._media.find_one_and_update(
+                result = await self._media.update_one(
                     {"_id": media["_id"]},
                     {"$set": {**changes, "is_primary": True, "primary_slot": slot}},
-                    return_document=ReturnDocument.AFTER,
                 )
         except DuplicateKeyError:
             raise PrimaryTaken(slot) from None
+        return await self.get(media["_id"]) if result.matched_count else None
 
     async def clear_primary(self, entity_type: str, entity_id: str, except_id: str) -> None:
         with database_errors():

@@ -11,9 +11,10 @@ import dataclasses
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 ENV_PREFIX = "MEDIASVC_"
 MB = 1024 * 1024
@@ -306,7 +307,7 @@ def _coerce_kind(kind: str, raw: Any) -> Any:
     if kind == "bool":
         return raw if isinstance(raw, bool) else _parse_bool(str(raw))
     if kind == "int":
-        if isinstance(raw, bool) or isinstance(raw, float):
+        if isinstance(raw, (bool, float)):
             raise ValueError(f"not an integer: {raw!r}")
         return int(raw)
     if kind == "float":
@@ -384,6 +385,8 @@ def _check_consistency(settings: Settings) -> None:
         raise SettingsError("setting jwt_algorithms: do not mix HS* with public-key algorithms")
     if not symmetric and not settings.jwt_public_key:
         raise SettingsError("setting jwt_public_key: required for public-key algorithms")
+    if settings.jwt_secret and len(settings.jwt_secret) < 32:
+        raise SettingsError("setting jwt_secret: use at least 32 characters")
     if "none" in (a.lower() for a in settings.jwt_algorithms):
         raise SettingsError("setting jwt_algorithms: 'none' is never accepted")
 

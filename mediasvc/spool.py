@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -54,10 +55,8 @@ class SpoolWriter:
         if self._discarded:
             return
         self._discarded = True
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        except FileNotFoundError:
-            pass
         pending = self._in_flight
         if pending is not None and not pending.done():
             pending.add_done_callback(lambda _future: self._file.close())

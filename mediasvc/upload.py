@@ -7,10 +7,9 @@ size limit is enforced while the bytes arrive, from the extension and then the s
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
 
 import magic
 import multipart

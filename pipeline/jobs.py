@@ -7,7 +7,6 @@ queued them; a dispatcher claims them with a lease and runs them in a process po
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 OPERATIONS = ("thumbnail", "optimize", "resize")
@@ -25,7 +24,7 @@ def default_operations(media_type: str, content_type: str) -> list[str]:
 
 
 def new_job(
-    media_id: str, operations: list[str], now: datetime, options: dict[str, Any] | None = None
+    media_id: str, operations: list[str], now: int, options: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """A queued job document for `media_id`."""
     return {

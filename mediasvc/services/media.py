@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from mediasvc.auth import Principal
 from mediasvc.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -38,10 +40,14 @@ NO_PERMISSION = "No permission to upload media for this entity"
 _PRIMARY_RETRIES = 5
 
 
-def utcnow() -> datetime:
-    """Now, in UTC, at the millisecond precision MongoDB stores."""
-    now = datetime.now(timezone.utc)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+def now_ms() -> int:
+    """Now, as integer milliseconds since the Unix epoch.
+
+    Timestamps are stored as such integers, not BSON datetimes: they sort and compare the
+    same on every MongoDB-wire server (the embedded one turns datetimes set by `$set` into
+    strings).
+    """
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ class MediaService:
         repository: MediaRepository,
         blobs: BlobStore,
         settings: Settings,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self.repository = repository
         self.blobs = blobs
@@ -373,11 +379,10 @@ class MediaService:
         }
 
 
-def iso(moment: datetime) -> str:
-    """UTC timestamp as `2024-01-15T10:30:00.123Z`."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+def iso(millis: int) -> str:
+    """Milliseconds since the epoch as `2024-01-15T10:30:00.123Z`."""
+    moment = datetime.fromtimestamp(millis / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis % 1000:03d}Z"
 
 
 def _gone() -> Doc:

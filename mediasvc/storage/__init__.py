@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 class BlobStore(ABC):
@@ -26,5 +26,6 @@ class BlobStore(ABC):
     def url(self, key: str, base_url: str) -> str:
         """A URL a client can fetch the object from (may be signed and expire)."""
 
+    @abstractmethod
     async def check(self) -> None:
         """Raise if the store cannot be reached (readiness)."""

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Iterable
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from mediasvc.storage import BlobStore
 
 FILES_PREFIX = "/files/"
+T = TypeVar("T")
 
 
 class UrlSigner:
@@ -77,7 +80,7 @@ class LocalBlobStore(BlobStore):
     async def check(self) -> None:
         await self._run(os.statvfs, self.root)
 
-    async def _run(self, func, *args):  # type: ignore[no-untyped-def]
+    async def _run(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     @staticmethod
@@ -93,10 +96,8 @@ class LocalBlobStore(BlobStore):
     @staticmethod
     def _delete_files(paths: list[Path]) -> None:
         for path in paths:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            except FileNotFoundError:
-                pass
 
 
 def _fsync_dir(path: Path) -> None:

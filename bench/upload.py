@@ -1,0 +1,608 @@
+"""Streaming-upload benchmark: the real service against a bare Tornado baseline, in one run.
+
+What it measures
+    * Throughput of ``POST /api/v1/drf/media/upload/`` with a ~499 MiB MP4 (a real MP4 header,
+      so libmagic sniffs it as video/mp4, padded with random bytes), sent by a streaming client
+      that never holds the file in memory (``socket.sendfile``).
+    * The same upload against a baseline: a bare Tornado app whose one streaming handler parses
+      the multipart body with ``multipart.PushMultipartParser`` and writes the file part to disk
+      synchronously. Same HTTPServer ``max_body_size`` and ``chunk_size`` as the service.
+    * The service's peak RSS growth during its uploads (the main process only, not the
+      embedded database child): VmHWM after resetting it through ``/proc/<pid>/clear_refs``,
+      or VmRSS sampled every 20 ms when the kernel does not allow the reset.
+
+Why the baseline runs in the same invocation
+    These machines are noisy: absolute MB/s change from one minute to the next with the load
+    of the neighbours, the page cache and the disk. A ratio to a baseline measured in the same
+    run, with the runs interleaved (the order flips every round), is what stays comparable.
+
+Usage::
+
+    .venv/bin/python bench/upload.py [--size-mb 499] [--repeat 3] [--json] [--workdir DIR]
+
+Figures use MB = 2**20 bytes, as ``mediasvc.settings`` does. The process always exits 0 once
+it has measured something: a missed target is reported as MISSED, not as a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import magic
+import multipart
+import tornado.httpserver
+import tornado.web
+
+MB = 1024 * 1024
+DEFAULT_SIZE_MB = 499
+DEFAULT_REPEAT = 3
+PAD_BLOCK = MB  # the file is padded with one random block, repeated
+HTTP_CHUNK_SIZE = 256 * 1024  # mediasvc's default http_chunk_size
+MAX_BODY_SIZE = 600 * MB
+API = "/api/v1/drf/media"
+UPLOAD_PATH = f"{API}/upload/"
+UPLOAD_FILENAME = "bench.mp4"
+RATIO_TARGET = 0.75
+RSS_TARGET_MB = 50.0
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
+UPLOAD_TIMEOUT = 600.0
+SAMPLE_INTERVAL = 0.02
+LOG_TAIL_LINES = 20
+
+
+class BenchError(RuntimeError):
+    """Something kept the benchmark from measuring; the message says what."""
+
+
+# ---------------------------------------------------------------- the test file
+
+
+def make_test_video(path: Path, size: int) -> None:
+    """Write a `size`-byte file that starts with a real MP4 and is padded with random bytes."""
+    small = path.with_name("small.mp4")
+    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi"]
+    command += ["-i", "testsrc=size=64x48:rate=10", "-t", "1", "-pix_fmt", "yuv420p"]
+    command += ["-c:v", "libx264", "-movflags", "+faststart", str(small)]
+    try:
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+    except FileNotFoundError:
+        raise BenchError("ffmpeg is not installed") from None
+    except subprocess.CalledProcessError as exc:
+        raise BenchError(f"ffmpeg failed: {exc.stderr.decode(errors='replace')}") from None
+    header = small.read_bytes()[:size]
+    small.unlink()
+    block = os.urandom(PAD_BLOCK)
+    with open(path, "wb") as out:
+        out.write(header)
+        remaining = size - len(header)
+        while remaining > 0:
+            remaining -= out.write(block[: min(remaining, len(block))])
+        os.fsync(out.fileno())  # its writeback must not land in the middle of a run
+    sniffed = magic.from_file(str(path), mime=True)
+    if sniffed != "video/mp4":
+        raise BenchError(f"the test file sniffs as {sniffed}, not video/mp4")
+
+
+# ---------------------------------------------------------------- the baseline server
+
+
+@tornado.web.stream_request_body
+class BaselineUploadHandler(tornado.web.RequestHandler):
+    """The least a streaming upload can do: parse the multipart body, write the file part."""
+
+    def initialize(self, directory: Path) -> None:
+        """Tornado passes the folder the received files go to."""
+        self.directory = directory
+        self.parser: multipart.PushMultipartParser | None = None
+        self.out: Any = None
+        self.file_size = 0
+
+    def prepare(self) -> None:
+        """Read the boundary before the body arrives."""
+        content_type = self.request.headers.get("Content-Type", "")
+        _, options = multipart.parse_options_header(content_type)
+        if "boundary" not in options:
+            raise tornado.web.HTTPError(400, "multipart/form-data without a boundary")
+        self.parser = multipart.PushMultipartParser(options["boundary"])
+
+    def data_received(self, chunk: bytes) -> None:
+        """Feed the parser; file bytes go to disk synchronously."""
+        assert self.parser is not None
+        for event in self.parser.parse(chunk):
+            if isinstance(event, multipart.MultipartSegment):
+                if event.filename is not None:  # open across chunks, closed by _close_file
+                    name = self.directory / f"upload-{uuid.uuid4().hex}"
+                    self.out = open(name, "wb")  # noqa: SIM115
+            elif event is None:
+                self._close_file()
+            elif self.out is not None:
+                self.out.write(event)
+                self.file_size += len(event)
+
+    def post(self) -> None:
+        """The body is complete: check the stream ended properly and answer like the service."""
+        assert self.parser is not None
+        self.parser.close()
+        self.set_status(201)
+        self.finish({"file_size": self.file_size})
+
+    def on_finish(self) -> None:
+        """Never leak a file handle, whatever happened."""
+        self._close_file()
+
+    def on_connection_close(self) -> None:
+        """The client left mid-body."""
+        self._close_file()
+
+    def _close_file(self) -> None:
+        if self.out is not None:
+            self.out.close()
+            self.out = None
+
+
+async def serve_baseline(port: int, directory: Path) -> None:
+    """Run the baseline app on 127.0.0.1:`port` until SIGTERM or SIGINT."""
+    app = tornado.web.Application([(r"/upload/?", BaselineUploadHandler, {"directory": directory})])
+    server = tornado.httpserver.HTTPServer(
+        app, max_body_size=MAX_BODY_SIZE, chunk_size=HTTP_CHUNK_SIZE
+    )
+    server.listen(port, "127.0.0.1")
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    server.stop()
+    await server.close_all_connections()
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, wait, then SIGKILL if it does not go."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def running(command: list[str], log_path: Path, env: dict[str, str]) -> Iterator[Any]:
+    """A child process with its output in `log_path`, stopped when the block ends."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        yield process
+    finally:
+        stop_process(process)
+
+
+def log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines a child process wrote."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def wait_until_answers(
+    process: subprocess.Popen[bytes], port: int, path: str, status: int, log_path: Path
+) -> None:
+    """Poll `GET path` until it answers `status`; fail early if the process dies."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"{process.args[0]} exited:\n{log_tail(log_path)}")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            connection.request("GET", path)
+            if connection.getresponse().status == status:
+                return
+        except OSError:
+            pass
+        finally:
+            connection.close()
+        time.sleep(0.1)
+    raise BenchError(f"nothing answered {status} on :{port}{path}:\n{log_tail(log_path)}")
+
+
+def service_command(data_dir: Path, port: int) -> list[str]:
+    """The `mediasvc serve` console script of this interpreter's environment."""
+    script = Path(sys.executable).with_name("mediasvc")
+    program = [str(script)] if script.exists() else [sys.executable, "-m", "mediasvc"]
+    return [*program, "serve", "--data-dir", str(data_dir), "--port", str(port)]
+
+
+def baseline_command(port: int, directory: Path) -> list[str]:
+    """This script in baseline-server mode."""
+    script = str(Path(__file__).resolve())
+    return [sys.executable, script, "--baseline-server", str(port), str(directory)]
+
+
+# ---------------------------------------------------------------- the streaming client
+
+
+@dataclass
+class Target:
+    """One server to upload to."""
+
+    name: str
+    port: int
+    path: str
+    headers: dict[str, str]
+    fields: dict[str, str]
+
+
+def multipart_envelope(fields: dict[str, str], boundary: str) -> tuple[bytes, bytes]:
+    """What goes before the file bytes (the fields, the file part's head) and after them."""
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{UPLOAD_FILENAME}"\r\nContent-Type: video/mp4\r\n\r\n'
+    )
+    return "".join(parts).encode(), f"\r\n--{boundary}--\r\n".encode()
+
+
+def upload(target: Target, path: Path) -> float:
+    """Stream `path` to the target as multipart/form-data; the seconds until the full answer.
+
+    The head and envelope are sent with ``sendall``, the file with ``socket.sendfile``: the
+    kernel copies it from the page cache, so the client costs little CPU and no memory.
+    """
+    size = path.stat().st_size
+    boundary = f"bench{uuid.uuid4().hex}"
+    before, after = multipart_envelope(target.fields, boundary)
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", target.port, timeout=UPLOAD_TIMEOUT)
+    try:
+        connection.putrequest("POST", target.path, skip_accept_encoding=True)
+        connection.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+        connection.putheader("Content-Length", str(len(before) + size + len(after)))
+        for name, value in target.headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        sock = connection.sock
+        assert sock is not None
+        try:
+            sock.sendall(before)
+            with open(path, "rb") as body:
+                sock.sendfile(body)
+            sock.sendall(after)
+        except OSError as exc:  # the server may have answered early and closed
+            sent_error: OSError | None = exc
+        else:
+            sent_error = None
+        response = connection.getresponse()
+        answer = response.read()
+    except OSError as exc:
+        raise BenchError(f"{target.name}: upload failed: {exc}") from None
+    finally:
+        connection.close()
+    elapsed = time.perf_counter() - started
+    check_answer(target.name, response.status, answer, size, sent_error)
+    return elapsed
+
+
+def check_answer(
+    name: str, status: int, answer: bytes, size: int, sent_error: OSError | None
+) -> None:
+    """201 with the right `file_size`, or a BenchError quoting what came back."""
+    problem = ""
+    if status != 201:
+        problem = f"status {status}"
+    else:
+        try:
+            file_size = json.loads(answer).get("file_size")
+        except (ValueError, AttributeError):
+            file_size = None
+        if file_size != size:
+            problem = f"file_size {file_size!r}, expected {size}"
+    if problem:
+        note = f" (while sending: {sent_error})" if sent_error else ""
+        raise BenchError(f"{name}: {problem}{note}: {answer[:500].decode(errors='replace')}")
+
+
+# ---------------------------------------------------------------- memory
+
+
+def proc_status_kb(pid: int, key: str) -> int:
+    """One `kB` figure (VmRSS, VmHWM) of /proc/<pid>/status."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+    raise BenchError(f"no {key} in /proc/{pid}/status")
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset VmHWM to the current RSS; False when the kernel refuses or ignores it."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    # Allow a little slack: the process may allocate between the two reads.
+    return proc_status_kb(pid, "VmHWM") <= proc_status_kb(pid, "VmRSS") + 1024
+
+
+class PeakRss:
+    """Peak resident memory of one process over a span, in kB."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.before_kb = 0
+        self.method = ""
+        self._samples: list[int] = []
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Note the RSS now and start tracking the peak."""
+        self.before_kb = proc_status_kb(self.pid, "VmRSS")
+        if reset_peak_rss(self.pid):
+            self.method = "VmHWM after clear_refs"
+            return
+        self.method = f"VmRSS sampled every {SAMPLE_INTERVAL * 1000:.0f} ms"
+        self._samples = [self.before_kb]
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def stop(self) -> int:
+        """The peak since `start`."""
+        if self._sampler is None:
+            return proc_status_kb(self.pid, "VmHWM")
+        self._stop.set()
+        self._sampler.join()
+        return max(self._samples)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(SAMPLE_INTERVAL):
+            try:
+                self._samples.append(proc_status_kb(self.pid, "VmRSS"))
+            except (OSError, BenchError):
+                return  # the process is gone; the uploads will fail loudly
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+@dataclass
+class Results:
+    """Everything the report prints."""
+
+    file_bytes: int
+    repeat: int
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    rss_before_mb: float = 0.0
+    rss_peak_mb: float = 0.0
+    rss_after_mb: float = 0.0
+    rss_method: str = ""
+
+    def best_mb_s(self, name: str) -> float:
+        """Throughput of the fastest run."""
+        return self.file_bytes / MB / min(self.seconds[name])
+
+    def median_mb_s(self, name: str) -> float:
+        """Throughput of the median run."""
+        return self.file_bytes / MB / statistics.median(self.seconds[name])
+
+    @property
+    def ratio(self) -> float:
+        """Service over baseline, best runs."""
+        return self.best_mb_s("service") / self.best_mb_s("baseline")
+
+    @property
+    def rss_growth_mb(self) -> float:
+        """Peak RSS during the uploads minus the RSS before them."""
+        return self.rss_peak_mb - self.rss_before_mb
+
+    def as_json(self) -> dict[str, Any]:
+        """The figures, for `--json`."""
+        return {
+            **asdict(self),
+            "file_mb": self.file_bytes / MB,
+            "service_mb_s": {
+                "best": self.best_mb_s("service"),
+                "median": self.median_mb_s("service"),
+            },
+            "baseline_mb_s": {
+                "best": self.best_mb_s("baseline"),
+                "median": self.median_mb_s("baseline"),
+            },
+            "ratio": self.ratio,
+            "ratio_target": RATIO_TARGET,
+            "ratio_ok": self.ratio >= RATIO_TARGET,
+            "rss_growth_mb": self.rss_growth_mb,
+            "rss_target_mb": RSS_TARGET_MB,
+            "rss_ok": self.rss_growth_mb < RSS_TARGET_MB,
+        }
+
+
+def progress(message: str) -> None:
+    """Progress goes to stderr, so `--json` output stays clean."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def service_target(port: int, secret: str) -> Target:
+    """The service's upload endpoint, as a user uploading to their own entity."""
+    sub = str(uuid.uuid4())
+    token = jwt.encode({"sub": sub, "exp": int(time.time()) + 3600}, secret, algorithm="HS256")
+    return Target(
+        name="service",
+        port=port,
+        path=UPLOAD_PATH,
+        headers={"Authorization": f"Bearer {token}"},
+        fields={"entity_type": "user", "entity_id": sub},
+    )
+
+
+def baseline_target(port: int) -> Target:
+    """The baseline's upload endpoint; it gets the same form fields as the service."""
+    sub = str(uuid.uuid4())
+    return Target("baseline", port, "/upload/", {}, {"entity_type": "user", "entity_id": sub})
+
+
+def clear_folder(folder: Path) -> None:
+    """Remove the baseline's received files (their pending writeback would skew the next run)."""
+    for path in folder.iterdir():
+        path.unlink()
+
+
+def run_rounds(targets: list[Target], video: Path, results: Results, baseline_dir: Path) -> None:
+    """`repeat` rounds of one upload per target; the order flips every round."""
+    for round_no in range(results.repeat):
+        order = targets if round_no % 2 == 0 else targets[::-1]
+        for target in order:
+            os.sync()  # start each run with no dirty pages of the previous one
+            seconds = upload(target, video)
+            results.seconds.setdefault(target.name, []).append(seconds)
+            rate = results.file_bytes / MB / seconds
+            progress(
+                f"  run {round_no + 1}/{results.repeat} {target.name:<8}: "
+                f"{seconds:6.2f} s  {rate:7.1f} MB/s"
+            )
+            if target.name == "baseline":
+                clear_folder(baseline_dir)
+
+
+def benchmark(workdir: Path, size: int, repeat: int) -> Results:
+    """Create the file, start both servers, upload in alternation, measure the service's RSS."""
+    video = workdir / "bench.mp4"
+    progress(f"creating a {size / MB:.1f} MiB test video in {workdir}")
+    make_test_video(video, size)
+    secret = secrets.token_urlsafe(36)  # 48 characters
+    env = {**os.environ, "MEDIASVC_JWT_SECRET": secret, "MEDIASVC_LOG_LEVEL": "warning"}
+    service_port, baseline_port = free_port(), free_port()
+    baseline_dir = workdir / "baseline"
+    baseline_dir.mkdir()
+    service_log, baseline_log = workdir / "service.log", workdir / "baseline.log"
+    results = Results(file_bytes=size, repeat=repeat)
+    try:
+        with (
+            running(service_command(workdir / "svc", service_port), service_log, env) as service,
+            running(baseline_command(baseline_port, baseline_dir), baseline_log, env) as base,
+        ):
+            progress("starting the service and the baseline server")
+            wait_until_answers(service, service_port, f"{API}/", 401, service_log)
+            wait_until_answers(base, baseline_port, "/", 404, baseline_log)
+            targets = [service_target(service_port, secret), baseline_target(baseline_port)]
+            peak = PeakRss(service.pid)
+            peak.start()
+            run_rounds(targets, video, results, baseline_dir)
+            results.rss_peak_mb = peak.stop() / 1024
+            results.rss_before_mb = peak.before_kb / 1024
+            results.rss_after_mb = proc_status_kb(service.pid, "VmRSS") / 1024
+            results.rss_method = peak.method
+    finally:
+        tail = log_tail(service_log)
+        if tail:
+            progress(f"the service logged (last {LOG_TAIL_LINES} lines):\n{tail}")
+    return results
+
+
+def verdict(ok: bool) -> str:
+    """OK or MISSED."""
+    return "OK" if ok else "MISSED"
+
+
+def report(results: Results) -> str:
+    """The human-readable report."""
+    runs = f"best of {results.repeat}"
+    lines = [
+        f"upload benchmark: {results.file_bytes / MB:.1f} MiB file, {results.repeat} runs each",
+        f"service   : {results.best_mb_s('service'):.1f} MB/s ({runs}; "
+        f"median {results.median_mb_s('service'):.1f} MB/s)",
+        f"baseline  : {results.best_mb_s('baseline'):.1f} MB/s ({runs}; "
+        f"median {results.median_mb_s('baseline'):.1f} MB/s)",
+        f"ratio     : {results.ratio:.2f} (target >= {RATIO_TARGET})  "
+        f"{verdict(results.ratio >= RATIO_TARGET)}",
+        f"peak RSS growth of the service: {results.rss_growth_mb:.1f} MB "
+        f"(target < {RSS_TARGET_MB:.0f} MB)  {verdict(results.rss_growth_mb < RSS_TARGET_MB)}",
+        f"  RSS {results.rss_before_mb:.1f} MB before, {results.rss_peak_mb:.1f} MB peak, "
+        f"{results.rss_after_mb:.1f} MB after ({results.rss_method})",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--size-mb", type=float, default=DEFAULT_SIZE_MB, help="test file size in MiB (499)"
+    )
+    parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="uploads per server (3)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--workdir", type=Path, help="parent of the temporary folder (/tmp)")
+    parser.add_argument(
+        "--baseline-server", nargs=2, metavar=("PORT", "DIR"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args(argv)
+    if args.size_mb <= 0 or args.repeat < 1:
+        parser.error("--size-mb must be positive and --repeat at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (or, internally, the baseline server)."""
+    args = parse_args(argv)
+    if args.baseline_server:
+        port, directory = args.baseline_server
+        asyncio.run(serve_baseline(int(port), Path(directory)))
+        return 0
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-upload-", dir=args.workdir) as tmp:
+            results = benchmark(Path(tmp), int(args.size_mb * MB), args.repeat)
+    except BenchError as exc:
+        print(f"upload benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(results.as_json(), indent=2) if args.json else report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Local storage serves its files with the right headers, ranges and signatures."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import Caller, Client
+
+
+async def _uploaded(client: Client, caller: Caller, name: str, content: bytes) -> dict[str, Any]:
+    response = await client.upload(caller.token, name, content, caller.entity)
+    assert response.status == 201, response.body
+    media: dict[str, Any] = response.json
+    return media
+
+
+@pytest.mark.parametrize(
+    ("ext", "content_type", "attachment"),
+    [
+        ("jpg", "image/jpeg", False),
+        ("png", "image/png", False),
+        ("mp4", "video/mp4", False),
+        ("mp3", "audio/mpeg", False),
+        ("svg", "image/svg+xml", True),
+        ("pdf", "application/pdf", True),
+        ("txt", "text/plain", True),
+    ],
+)
+async def test_file_headers(
+    client: Client,
+    user: Caller,
+    samples: dict[str, bytes],
+    ext: str,
+    content_type: str,
+    attachment: bool,
+) -> None:
+    content = samples[ext]
+    media = await _uploaded(client, user, f"x.{ext}", content)
+    response = await client.request("GET", media["url"])
+    assert response.status == 200
+    assert response.body == content
+    assert response.headers["Content-Type"] == content_type
+    assert int(response.headers["Content-Length"]) == len(content)
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["ETag"]
+    disposition = response.headers.get("Content-Disposition", "")
+    assert disposition.startswith("attachment") == attachment
+
+
+async def test_range_and_etag(client: Client, user: Caller, samples: dict[str, bytes]) -> None:
+    content = samples["mp4"]
+    media = await _uploaded(client, user, "clip.mp4", content)
+    partial = await client.request("GET", media["url"], headers={"Range": "bytes=10-99"})
+    assert partial.status == 206
+    assert partial.body == content[10:100]
+    assert partial.headers["Content-Range"] == f"bytes 10-99/{len(content)}"
+    tail = await client.request("GET", media["url"], headers={"Range": "bytes=-5"})
+    assert tail.body == content[-5:]
+    etag = partial.headers["ETag"]
+    cached = await client.request("GET", media["url"], headers={"If-None-Match": etag})
+    assert cached.status == 304
+    unsatisfiable = await client.request(
+        "GET", media["url"], headers={"Range": f"bytes={len(content) + 10}-"}
+    )
+    assert unsatisfiable.status == 416
+    head = await client.request("HEAD", media["url"])
+    assert head.status == 200 and int(head.headers["Content-Length"]) == len(content)
+
+
+async def test_signature_is_required(
+    client: Client, user: Caller, samples: dict[str, bytes]
+) -> None:
+    media = await _uploaded(client, user, "a.jpg", samples["jpg"])
+    parts = urlsplit(media["url"])
+    base = f"{parts.scheme}://{parts.netloc}{parts.path}"
+    query = dict(p.split("=", 1) for p in parts.query.split("&"))
+    for url in (
+        base,
+        f"{base}?expires={query['expires']}&sig=AAAA",
+        f"{base}?expires={int(query['expires']) + 1}&sig={query['sig']}",
+        f"{base}?expires=1000&sig={query['sig']}",
+        f"{base}?expires=abc&sig={query['sig']}",
+    ):
+        response = await client.request("GET", url)
+        assert response.status == 403, url
+        assert response.json == {"error": "Invalid or expired file URL"}
+
+
+async def test_unknown_file_is_404(client: Client) -> None:
+    response = await client.request("GET", "/files/media/none.jpg")
+    assert response.status in (403, 404)
+    assert set(response.json) == {"error"}
+
+
+async def test_traversal_is_refused(client: Client, service: Any) -> None:
+    store = service.context.blobs
+    key = "../secrets/jwt_secret"
+    url = f"/files/{key}?{store.signer.query(key)}"
+    response = await client.request("GET", url)
+    assert response.status in (403, 404)
+    assert b"test-secret" not in response.body

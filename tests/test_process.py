@@ -1,0 +1,143 @@
+"""`mediasvc serve` as ops run it: embedded database as a child, secrets, shutdown, persistence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mediasvc.embedded_db import free_loopback_port
+from tests.conftest import API, multipart_body
+
+BIN = Path(sys.executable).parent
+
+
+class Server:
+    """A `mediasvc serve` subprocess on a free port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_loopback_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASVC_")}
+        env["MEDIASVC_LOG_LEVEL"] = "warning"
+        self.process = subprocess.Popen(
+            [str(BIN / "mediasvc"), "serve", "--data-dir", str(data_dir), "--port", str(self.port)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        self.wait_ready()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "mediasvc serve exited"
+            try:
+                urllib.request.urlopen(self.url(f"{API}/"), timeout=1)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("mediasvc serve did not answer")
+
+    def token(self, sub: str) -> str:
+        out = subprocess.run(
+            [str(BIN / "mediasvc"), "token", "--sub", sub, "--data-dir", str(self.data_dir)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return out.stdout.strip()
+
+    def request(
+        self, method: str, path: str, token: str, body: bytes | None = None, content_type: str = ""
+    ) -> tuple[int, dict[str, object]]:
+        request = urllib.request.Request(self.url(path), data=body, method=method)
+        request.add_header("Authorization", f"Bearer {token}")
+        if content_type:
+            request.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def database_child(self) -> psutil.Process:
+        children = psutil.Process(self.process.pid).children()
+        (child,) = [c for c in children if "nx_27017" in " ".join(c.cmdline())]
+        return child
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(tmp_path / "var")
+    yield running
+    if running.process.poll() is None:
+        running.process.kill()
+        running.process.wait()
+
+
+def test_serve_with_embedded_defaults(server: Server) -> None:
+    secret = server.data_dir / "secrets" / "jwt_secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    child = server.database_child()
+    assert child.is_running()
+    assert (server.data_dir / "db").is_dir()
+    sub = str(uuid.uuid4())
+    token = server.token(sub)
+    body, content_type = multipart_body(
+        {"entity_type": "user", "entity_id": sub}, [("file", "notes.txt", b"hello\n")]
+    )
+    status, media = server.request("POST", f"{API}/upload/", token, body, content_type)
+    assert status == 201 and media["status"] == "ready"
+    assert (server.data_dir / "media" / "media" / "user" / sub / f"{media['id']}.txt").exists()
+
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=15) == 0
+    psutil.wait_procs([child], timeout=10)
+    assert not child.is_running()
+
+    # Same data folder: same secret (the old token still works) and the record persisted.
+    again = Server(server.data_dir)
+    try:
+        status, listing = again.request("GET", f"{API}/?entity_id={sub}", token)
+        assert status == 200 and listing["count"] == 1
+    finally:
+        again.process.terminate()
+        again.process.wait(timeout=15)
+
+
+def test_killed_server_leaves_no_orphan_database(server: Server) -> None:
+    child = server.database_child()
+    server.process.kill()
+    server.process.wait()
+    gone, _ = psutil.wait_procs([child], timeout=10)
+    assert gone, "the embedded database outlived its server"
+
+
+def test_invalid_setting_stops_startup(tmp_path: Path) -> None:
+    env = {**os.environ, "MEDIASVC_MAX_VIDEO_SIZE": "lots"}
+    result = subprocess.run(
+        [str(BIN / "mediasvc"), "serve", "--data-dir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "setting max_video_size" in result.stderr
