@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,13 +260,23 @@ def baseline_command(port: int, directory: Path) -> list[str]:
 
 @dataclass
 class Target:
-    """One server to upload to."""
+    """One server to upload to; `received_dir` is where the baseline puts what it receives."""
 
     name: str
     port: int
     path: str
     headers: dict[str, str]
     fields: dict[str, str]
+    received_dir: Path | None = None
+
+
+@dataclass
+class Upload:
+    """One timed upload: seconds in all, seconds waited for the answer after the last byte."""
+
+    seconds: float
+    wait_seconds: float
+    answer: dict[str, Any]
 
 
 def multipart_envelope(fields: dict[str, str], boundary: str) -> tuple[bytes, bytes]:
@@ -282,8 +292,8 @@ def multipart_envelope(fields: dict[str, str], boundary: str) -> tuple[bytes, by
     return "".join(parts).encode(), f"\r\n--{boundary}--\r\n".encode()
 
 
-def upload(target: Target, path: Path) -> float:
-    """Stream `path` to the target as multipart/form-data; the seconds until the full answer.
+def upload(target: Target, path: Path) -> Upload:
+    """Stream `path` to the target as multipart/form-data and time it until the full answer.
 
     The head and envelope are sent with ``sendall``, the file with ``socket.sendfile``: the
     kernel copies it from the page cache, so the client costs little CPU and no memory.
@@ -291,6 +301,7 @@ def upload(target: Target, path: Path) -> float:
     size = path.stat().st_size
     boundary = f"bench{uuid.uuid4().hex}"
     before, after = multipart_envelope(target.fields, boundary)
+    sent_error: OSError | None = None
     started = time.perf_counter()
     connection = http.client.HTTPConnection("127.0.0.1", target.port, timeout=UPLOAD_TIMEOUT)
     try:
@@ -308,37 +319,54 @@ def upload(target: Target, path: Path) -> float:
                 sock.sendfile(body)
             sock.sendall(after)
         except OSError as exc:  # the server may have answered early and closed
-            sent_error: OSError | None = exc
-        else:
-            sent_error = None
+            sent_error = exc
+        sent = time.perf_counter()
         response = connection.getresponse()
-        answer = response.read()
+        raw_answer = response.read()
     except OSError as exc:
         raise BenchError(f"{target.name}: upload failed: {exc}") from None
     finally:
         connection.close()
-    elapsed = time.perf_counter() - started
-    check_answer(target.name, response.status, answer, size, sent_error)
-    return elapsed
+    done = time.perf_counter()
+    answer = checked_answer(target.name, response.status, raw_answer, size, sent_error)
+    return Upload(done - started, done - sent, answer)
 
 
-def check_answer(
-    name: str, status: int, answer: bytes, size: int, sent_error: OSError | None
-) -> None:
-    """201 with the right `file_size`, or a BenchError quoting what came back."""
-    problem = ""
-    if status != 201:
-        problem = f"status {status}"
-    else:
-        try:
-            file_size = json.loads(answer).get("file_size")
-        except (ValueError, AttributeError):
-            file_size = None
-        if file_size != size:
-            problem = f"file_size {file_size!r}, expected {size}"
-    if problem:
-        note = f" (while sending: {sent_error})" if sent_error else ""
-        raise BenchError(f"{name}: {problem}{note}: {answer[:500].decode(errors='replace')}")
+def checked_answer(
+    name: str, status: int, raw_answer: bytes, size: int, sent_error: OSError | None
+) -> dict[str, Any]:
+    """The JSON of a 201 with the right `file_size`, or a BenchError quoting what came back."""
+    answer: Any = None
+    with suppress(ValueError):
+        answer = json.loads(raw_answer)
+    file_size = answer.get("file_size") if isinstance(answer, dict) else None
+    if status == 201 and file_size == size:
+        return dict(answer)
+    problem = f"status {status}" if status != 201 else f"file_size {file_size!r}, not {size}"
+    note = f" (while sending: {sent_error})" if sent_error else ""
+    raise BenchError(f"{name}: {problem}{note}: {raw_answer[:500].decode(errors='replace')}")
+
+
+def discard_upload(target: Target, answer: dict[str, Any]) -> None:
+    """Remove what one upload stored, so that every run starts from the same state.
+
+    Not only to save disk: in these VMs a run whose page cache has to grow into memory the
+    guest never touched before is markedly slower (the host maps it in page by page), so a
+    stored file left in the cache slows down whichever run comes next.
+    """
+    if target.received_dir is not None:
+        for path in target.received_dir.iterdir():
+            path.unlink()
+        return
+    connection = http.client.HTTPConnection("127.0.0.1", target.port, timeout=STOP_TIMEOUT)
+    try:
+        connection.request("DELETE", f"{API}/{answer['id']}/", headers=target.headers)
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+    if response.status != 204:
+        raise BenchError(f"{target.name}: DELETE of the upload answered {response.status}")
 
 
 # ---------------------------------------------------------------- memory
@@ -407,15 +435,21 @@ class PeakRss:
 
 @dataclass
 class Results:
-    """Everything the report prints."""
+    """Everything the report prints; times per target name, in run order."""
 
     file_bytes: int
     repeat: int
     seconds: dict[str, list[float]] = field(default_factory=dict)
+    wait_seconds: dict[str, list[float]] = field(default_factory=dict)
     rss_before_mb: float = 0.0
     rss_peak_mb: float = 0.0
     rss_after_mb: float = 0.0
     rss_method: str = ""
+
+    def add(self, name: str, run: Upload) -> None:
+        """Record one run."""
+        self.seconds.setdefault(name, []).append(run.seconds)
+        self.wait_seconds.setdefault(name, []).append(run.wait_seconds)
 
     def best_mb_s(self, name: str) -> float:
         """Throughput of the fastest run."""
@@ -424,6 +458,10 @@ class Results:
     def median_mb_s(self, name: str) -> float:
         """Throughput of the median run."""
         return self.file_bytes / MB / statistics.median(self.seconds[name])
+
+    def median_wait(self, name: str) -> float:
+        """Median seconds between the last byte sent and the full answer."""
+        return statistics.median(self.wait_seconds[name])
 
     @property
     def ratio(self) -> float:
@@ -437,17 +475,14 @@ class Results:
 
     def as_json(self) -> dict[str, Any]:
         """The figures, for `--json`."""
+        throughput = {
+            name: {"best": self.best_mb_s(name), "median": self.median_mb_s(name)}
+            for name in self.seconds
+        }
         return {
             **asdict(self),
             "file_mb": self.file_bytes / MB,
-            "service_mb_s": {
-                "best": self.best_mb_s("service"),
-                "median": self.median_mb_s("service"),
-            },
-            "baseline_mb_s": {
-                "best": self.best_mb_s("baseline"),
-                "median": self.median_mb_s("baseline"),
-            },
+            "mb_s": throughput,
             "ratio": self.ratio,
             "ratio_target": RATIO_TARGET,
             "ratio_ok": self.ratio >= RATIO_TARGET,
@@ -475,33 +510,32 @@ def service_target(port: int, secret: str) -> Target:
     )
 
 
-def baseline_target(port: int) -> Target:
+def baseline_target(port: int, received_dir: Path) -> Target:
     """The baseline's upload endpoint; it gets the same form fields as the service."""
-    sub = str(uuid.uuid4())
-    return Target("baseline", port, "/upload/", {}, {"entity_type": "user", "entity_id": sub})
+    return Target(
+        name="baseline",
+        port=port,
+        path="/upload/",
+        headers={},
+        fields={"entity_type": "user", "entity_id": str(uuid.uuid4())},
+        received_dir=received_dir,
+    )
 
 
-def clear_folder(folder: Path) -> None:
-    """Remove the baseline's received files (their pending writeback would skew the next run)."""
-    for path in folder.iterdir():
-        path.unlink()
-
-
-def run_rounds(targets: list[Target], video: Path, results: Results, baseline_dir: Path) -> None:
+def run_rounds(targets: list[Target], video: Path, results: Results) -> None:
     """`repeat` rounds of one upload per target; the order flips every round."""
     for round_no in range(results.repeat):
         order = targets if round_no % 2 == 0 else targets[::-1]
         for target in order:
-            os.sync()  # start each run with no dirty pages of the previous one
-            seconds = upload(target, video)
-            results.seconds.setdefault(target.name, []).append(seconds)
-            rate = results.file_bytes / MB / seconds
+            os.sync()  # no dirty pages, of this run or another, left to write back mid-run
+            run = upload(target, video)
+            discard_upload(target, run.answer)
+            results.add(target.name, run)
             progress(
-                f"  run {round_no + 1}/{results.repeat} {target.name:<8}: "
-                f"{seconds:6.2f} s  {rate:7.1f} MB/s"
+                f"  run {round_no + 1}/{results.repeat} {target.name:<8}: {run.seconds:6.2f} s"
+                f"  {results.file_bytes / MB / run.seconds:7.1f} MB/s"
+                f"  (answer {run.wait_seconds:.2f} s after the last byte)"
             )
-            if target.name == "baseline":
-                clear_folder(baseline_dir)
 
 
 def benchmark(workdir: Path, size: int, repeat: int) -> Results:
@@ -512,22 +546,25 @@ def benchmark(workdir: Path, size: int, repeat: int) -> Results:
     secret = secrets.token_urlsafe(36)  # 48 characters
     env = {**os.environ, "MEDIASVC_JWT_SECRET": secret, "MEDIASVC_LOG_LEVEL": "warning"}
     service_port, baseline_port = free_port(), free_port()
-    baseline_dir = workdir / "baseline"
-    baseline_dir.mkdir()
+    received_dir = workdir / "baseline"
+    received_dir.mkdir()
     service_log, baseline_log = workdir / "service.log", workdir / "baseline.log"
     results = Results(file_bytes=size, repeat=repeat)
     try:
         with (
             running(service_command(workdir / "svc", service_port), service_log, env) as service,
-            running(baseline_command(baseline_port, baseline_dir), baseline_log, env) as base,
+            running(baseline_command(baseline_port, received_dir), baseline_log, env) as base,
         ):
             progress("starting the service and the baseline server")
             wait_until_answers(service, service_port, f"{API}/", 401, service_log)
             wait_until_answers(base, baseline_port, "/", 404, baseline_log)
-            targets = [service_target(service_port, secret), baseline_target(baseline_port)]
+            targets = [
+                service_target(service_port, secret),
+                baseline_target(baseline_port, received_dir),
+            ]
             peak = PeakRss(service.pid)
             peak.start()
-            run_rounds(targets, video, results, baseline_dir)
+            run_rounds(targets, video, results)
             results.rss_peak_mb = peak.stop() / 1024
             results.rss_before_mb = peak.before_kb / 1024
             results.rss_after_mb = proc_status_kb(service.pid, "VmRSS") / 1024
@@ -559,6 +596,8 @@ def report(results: Results) -> str:
         f"(target < {RSS_TARGET_MB:.0f} MB)  {verdict(results.rss_growth_mb < RSS_TARGET_MB)}",
         f"  RSS {results.rss_before_mb:.1f} MB before, {results.rss_peak_mb:.1f} MB peak, "
         f"{results.rss_after_mb:.1f} MB after ({results.rss_method})",
+        f"  median wait for the answer after the last byte: service "
+        f"{results.median_wait('service'):.2f} s, baseline {results.median_wait('baseline'):.2f} s",
     ]
     return "\n".join(lines)
 

@@ -96,7 +96,7 @@ class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
         """Refuse a declared body over the limit before reading a byte of it."""
         limit = self.body_limit
         declared = self.request.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if re.fullmatch(r"[0-9]{1,19}", declared) and int(declared) > limit:
             raise TooLarge(f"Request body exceeds the maximum of {limit} bytes")
         # Chunked bodies are counted in data_received; Tornado's own check (which answers
         # a bare 400) is a backstop set higher, because it counts bytes it has coalesced
@@ -157,7 +157,7 @@ class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
             raise BadRequest("Request body must be a JSON object")
         try:
             value = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise BadRequest("Request body is not valid JSON") from None
         if not isinstance(value, dict):
             raise BadRequest("Request body must be a JSON object")

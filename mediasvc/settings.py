@@ -270,7 +270,7 @@ def _field_type(f: dataclasses.Field[Any]) -> str:
 
 def parse_size(text: str) -> int:
     """Parse '10MB', '512 KiB' or '1048576' into bytes (binary units)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
     if not match or match.group(2).lower() not in _SIZE_UNITS:
         raise ValueError(f"not a size: {text!r} (use bytes or a KB/MB/GB suffix)")
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])

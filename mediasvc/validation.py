@@ -74,7 +74,7 @@ def parse_form_bool(value: str, name: str) -> bool:
 
 def parse_form_int(value: str, name: str) -> int:
     """An integer from a form field."""
-    if not re.fullmatch(r"\s*-?\d{1,12}\s*", value):
+    if not re.fullmatch(r"\s*-?[0-9]{1,12}\s*", value):
         raise BadRequest(f"{name} must be an integer")
     return int(value)
 

@@ -131,6 +131,9 @@ async def test_pagination_links_keep_filters(
         "entity_id=nope",
         "entity_type=Bad%20Type",
         "search=" + "x" * 201,
+        "offset=%E2%91%A0",
+        "limit=%D9%A3",
+        "search=%ff",
         "entity_id[$ne]=x&entity_id=%7B%22%24ne%22%3A1%7D",
     ],
 )
@@ -252,7 +255,16 @@ async def test_patch_refuses_bad_fields(
 
 
 @pytest.mark.parametrize(
-    "body", [b"", b"not json", b"[1, 2]", b'"text"', b"\xff\xfe", b"{" * 100000]
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'"text"',
+        b"\xff\xfe",
+        b"{" * 100000,
+        b"[" * 200000 + b"]" * 200000,
+    ],
 )
 async def test_patch_refuses_non_objects(
     client: Client, user: Caller, samples: dict[str, bytes], body: bytes

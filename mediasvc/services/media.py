@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -398,7 +399,7 @@ def _one_of(value: str, allowed: tuple[str, ...], name: str) -> str:
 def _query_int(raw: str | None, name: str, default: int) -> int:
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() and not (raw.startswith("-") and raw[1:].isdigit()):
+    if not re.fullmatch(r"-?[0-9]+", raw):
         raise BadRequest(f"{name} must be an integer")
     if len(raw) > 12:
         raise BadRequest(f"{name} is out of range")

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import hmac
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
@@ -42,7 +43,7 @@ class UrlSigner:
 
     def valid(self, key: str, expires: str, signature: str, now: float | None = None) -> bool:
         """Whether a signature is right and not expired."""
-        if not expires.isdigit() or len(expires) > 12:
+        if not re.fullmatch(r"[0-9]{1,12}", expires):
             return False
         if int(expires) < (now if now is not None else time.time()):
             return False
