@@ -26,6 +26,8 @@ setup(
         "pyjwt[crypto]>=2.10",
         "python-magic>=0.4.27",
         "nx-27017>=0.8",
+        "pyvips>=2.2",
+        "ffmpeg-python>=0.2",
     ],
     entry_points={"console_scripts": ["mediasvc=mediasvc.cli:main"]},
 )

@@ -42,7 +42,7 @@ class ContextMixin(_HandlerBase):
         """The client's X-Request-Id if it looks sane, else a new one."""
         if self._request_id is None:
             given = self.request.headers.get("X-Request-Id", "")
-            self._request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+            self._request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         return self._request_id
 
 
@@ -93,7 +93,10 @@ class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
         return self.ctx.settings.max_json_body_size
 
     async def prepare(self) -> None:
-        """Refuse a declared body over the limit before reading a byte of it."""
+        """Refuse unknown methods and over-limit bodies before reading a byte of the body."""
+        method = (self.request.method or "").lower()
+        if getattr(type(self), method, None) is getattr(tornado.web.RequestHandler, method, None):
+            raise tornado.web.HTTPError(405)
         limit = self.body_limit
         declared = self.request.headers.get("Content-Length", "")
         if re.fullmatch(r"[0-9]{1,19}", declared) and int(declared) > limit:

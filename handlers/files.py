@@ -7,6 +7,7 @@ run (SVG, HTML-ish documents) is sent as an attachment with `nosniff`.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -27,6 +28,9 @@ class LocalFileHandler(JsonErrorsMixin, tornado.web.StaticFileHandler):
     async def get(self, path: str, include_body: bool = True) -> None:
         self._check_signature(path)
         await super().get(path, include_body)
+        if self.get_status() == 416:  # tornado answers an unsatisfiable range with no body
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.write(json.dumps({"error": "Requested range not satisfiable"}))
 
     def _check_signature(self, key: str) -> None:
         store = self.ctx.blobs

@@ -77,6 +77,15 @@ class SetPrimaryHandler(BaseHandler):
         self.write_json(self.ctx.media.present(media, self.base_url))
 
 
+class ProcessHandler(BaseHandler):
+    """POST queues processing operations (202 with the media and its job)."""
+
+    async def post(self, media_id: str) -> None:
+        principal = self.authenticate()
+        media = await self.ctx.media.process(principal, media_id, self.json_body())
+        self.write_json(self.ctx.media.present(media, self.base_url), status=202)
+
+
 class BulkDeleteHandler(BaseHandler):
     """POST {"media_ids": [...]}."""
 
@@ -99,5 +108,6 @@ routes = [
     (rf"{API}/bulk_update/?", BulkUpdateHandler),
     (rf"{API}/{MEDIA_ID}/download/?", MediaDownloadHandler),
     (rf"{API}/{MEDIA_ID}/set_primary/?", SetPrimaryHandler),
+    (rf"{API}/{MEDIA_ID}/process/?", ProcessHandler),
     (rf"{API}/{MEDIA_ID}/?", MediaDetailHandler),
 ]

@@ -24,8 +24,8 @@ class UploadHandler(BaseHandler):
         return self.ctx.settings.largest_upload + self.ctx.settings.max_form_overhead
 
     async def prepare(self) -> None:
-        principal = self.authenticate()
         await super().prepare()
+        principal = self.authenticate()
         settings = self.ctx.settings
         boundary = boundary_of(self.request.headers.get("Content-Type"))
         self.receiver = MultipartReceiver(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -20,6 +23,9 @@ from mediasvc.context import AppContext
 from mediasvc.embedded_db import EmbeddedMongo
 from mediasvc.handlers import files, media, upload
 from mediasvc.handlers.base import NotFoundHandler, log_request
+from mediasvc.pipeline.dispatcher import Dispatcher
+from mediasvc.pipeline.pool import PoolConfig, WorkerPool
+from mediasvc.pipeline.queue import JobQueue
 from mediasvc.repository import MongoMediaRepository
 from mediasvc.secretfiles import resolve_secrets
 from mediasvc.services.media import MediaService
@@ -107,14 +113,48 @@ async def _build_context(settings: Settings, stack: AsyncExitStack) -> AppContex
     executor = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="mediasvc-io")
     stack.callback(executor.shutdown, wait=True)
     blobs = make_blob_store(settings, url_secret, executor)
+    dispatcher = _start_dispatcher(settings, repository, blobs, executor, stack)
+    media = MediaService(
+        repository,
+        blobs,
+        settings,
+        on_job_queued=dispatcher.wake if dispatcher else lambda: None,
+    )
     return AppContext(
         settings=settings,
         tokens=TokenAuthority(settings, jwt_secret),
         repository=repository,
         blobs=blobs,
         io_executor=executor,
-        media=MediaService(repository, blobs, settings),
+        media=media,
+        dispatcher=dispatcher,
     )
+
+
+def _start_dispatcher(
+    settings: Settings,
+    repository: MongoMediaRepository,
+    blobs: BlobStore,
+    executor: ThreadPoolExecutor,
+    stack: AsyncExitStack,
+) -> Dispatcher | None:
+    """The job dispatcher and its worker pool, when this process processes."""
+    if not settings.processing_enabled:
+        return None
+    pool = WorkerPool(
+        PoolConfig(
+            workers=settings.workers,
+            tasks_per_child=settings.worker_tasks_per_child,
+            start_method=settings.worker_start_method,
+            memory_limit=settings.worker_memory_limit,
+        )
+    )
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    queue = JobQueue(repository.jobs_collection, owner)
+    dispatcher = Dispatcher(queue, repository, blobs, pool, settings, executor)
+    dispatcher.start()
+    stack.push_async_callback(dispatcher.stop, settings.shutdown_timeout)
+    return dispatcher
 
 
 async def _start_embedded_db(settings: Settings, stack: AsyncExitStack) -> str:
@@ -131,12 +171,28 @@ async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down cleanly."""
     service = await start_service(settings)
     log.info("mediasvc listening on http://%s:%d", settings.host, service.port)
+    try:
+        await _until_signalled()
+        log.info("shutting down")
+    finally:
+        await service.stop()
+
+
+async def run_worker(settings: Settings) -> None:
+    """A dispatcher and worker pool without HTTP, for nodes that only process."""
+    stack = AsyncExitStack()
+    try:
+        await _build_context(settings.replace(processing_enabled=True), stack)
+        log.info("mediasvc worker running with %d worker processes", settings.workers)
+        await _until_signalled()
+        log.info("shutting down")
+    finally:
+        await stack.aclose()
+
+
+async def _until_signalled() -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    try:
-        await stopping.wait()
-        log.info("shutting down")
-    finally:
-        await service.stop()
+    await stopping.wait()

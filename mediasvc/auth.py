@@ -83,7 +83,7 @@ class TokenAuthority:
         """Verify an Authorization header; anything wrong is a 401."""
         if not header:
             raise Unauthorized("Authentication credentials were not provided")
-        match = _BEARER.match(header.strip())
+        match = _BEARER.fullmatch(header.strip())
         if not match:
             raise Unauthorized("Authorization header must be 'Bearer <token>'")
         return self.verify(match.group(1))
@@ -137,7 +137,7 @@ def _principal_from_claims(claims: dict[str, Any]) -> Principal:
         raise Unauthorized("Invalid token")
     roles = _string_list(claims.get("roles", []))
     entities = _string_list(claims.get("entities", []))
-    if roles is None or entities is None or not all(_GRANT.match(e) for e in entities):
+    if roles is None or entities is None or not all(_GRANT.fullmatch(e) for e in entities):
         raise Unauthorized("Invalid token")
     return Principal(sub=sub, roles=frozenset(roles), entities=frozenset(entities))
 
@@ -150,7 +150,7 @@ def _string_list(value: Any) -> list[str] | None:
 
 def valid_grant(grant: str) -> bool:
     """Whether an entity grant is well formed (`type:id` or `type:*`)."""
-    return bool(_GRANT.match(grant))
+    return bool(_GRANT.fullmatch(grant))
 
 
 def _read_pem(value: str) -> str:

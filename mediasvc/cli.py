@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--ttl", type=int, help="lifetime in seconds")
     commands.add_parser("config", parents=[common], help="print the effective settings")
+    commands.add_parser(
+        "worker", parents=[common], help="process jobs without serving HTTP (a processing node)"
+    )
     return parser
 
 
@@ -58,15 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    from mediasvc.app import run_worker, serve  # after the settings are known good
+
+    run = run_worker if args.command == "worker" else serve
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(settings))
+        asyncio.run(run(settings))
     return 0
-
-
-async def _serve(settings: Settings) -> None:
-    from mediasvc.app import serve
-
-    await serve(settings)
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:

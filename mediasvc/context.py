@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mediasvc.auth import TokenAuthority
+from mediasvc.pipeline.dispatcher import Dispatcher
 from mediasvc.repository import MediaRepository
 from mediasvc.services.media import MediaService
 from mediasvc.settings import Settings
@@ -22,3 +23,4 @@ class AppContext:
     blobs: BlobStore
     io_executor: ThreadPoolExecutor
     media: MediaService
+    dispatcher: Dispatcher | None = None

@@ -3,6 +3,7 @@ and the canonical Content-Type the service stores and serves."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 MEDIA_TYPES = ("image", "video", "document", "audio")
@@ -85,8 +86,12 @@ KINDS: dict[str, FileKind] = {
 
 # Plain text may sniff as any text/* subtype (csv, x-c, ...); it is always served as text/plain.
 _TEXT_EXTENSIONS = frozenset({"txt"})
-# SVG without an XML declaration may sniff as generic XML or HTML; the head is checked instead.
-_SVG_FALLBACKS = frozenset({"text/xml", "application/xml", "text/html", "text/plain"})
+# SVG may sniff as generic XML or text; then the document itself must open with <svg>.
+_SVG_FALLBACKS = frozenset({"text/xml", "application/xml", "text/plain"})
+_SVG_START = re.compile(
+    rb"\s*(<\?xml[^>]*>\s*)?((<!--.*?-->|<!DOCTYPE\s+svg[^>]*>)\s*)*<svg[\s>]", re.DOTALL
+)
+_TEXT_BYTES = re.compile(rb"[^\x00-\x08\x0b\x0e-\x1f\x7f]*")
 
 # Media types whose files a browser may render inline; everything else is served as an attachment.
 INLINE_PREFIXES = ("audio/", "video/")
@@ -110,13 +115,26 @@ def kind_for_extension(extension: str) -> FileKind | None:
 
 def sniff_agrees(kind: FileKind, sniffed: str, head: bytes) -> bool:
     """Whether the type libmagic found in the first bytes fits the extension's kind."""
+    if kind.extension == "svg":
+        return (sniffed in kind.sniffed or sniffed in _SVG_FALLBACKS) and bool(
+            _SVG_START.match(head)
+        )
     if sniffed in kind.sniffed:
         return True
     if kind.extension in _TEXT_EXTENSIONS:
-        return sniffed.startswith("text/") and sniffed != "text/html"
-    if kind.extension == "svg":
-        return sniffed in _SVG_FALLBACKS and b"<svg" in head
+        return (sniffed.startswith("text/") and sniffed != "text/html") or _plain_text(head)
     return False
+
+
+def _plain_text(head: bytes) -> bool:
+    # libmagic calls very short text "application/octet-stream"; UTF-8 without controls is text.
+    if not _TEXT_BYTES.fullmatch(head):
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # only a character cut off at the sniff boundary
+    return True
 
 
 def served_inline(content_type: str) -> bool:

@@ -99,6 +99,15 @@ class MediaRepository(ABC):
         """Queue a processing job."""
 
     @abstractmethod
+    async def count_active_jobs(self, media_id: str) -> int:
+        """Queued or running jobs of one media."""
+
+    @property
+    @abstractmethod
+    def jobs_collection(self) -> Any:
+        """The collection the job queue works on."""
+
+    @abstractmethod
     async def close(self) -> None:
         """Release connections."""
 
@@ -126,7 +135,10 @@ class MongoMediaRepository(MediaRepository):
             await self._media.create_index([("uploaded_by", ASCENDING)], name="by_uploader")
             await self._media.create_index(LIST_ORDER[:2], name="list_order")
             await self._jobs.create_index([("media_id", ASCENDING)], name="by_media")
-            await self._jobs.create_index([("state", ASCENDING)], name="by_state")
+            await self._jobs.create_index(
+                [("state", ASCENDING), ("suspect", ASCENDING), ("created_at", ASCENDING)],
+                name="claim_order",
+            )
 
     async def ping(self) -> None:
         with database_errors():
@@ -201,6 +213,16 @@ class MongoMediaRepository(MediaRepository):
     async def insert_job(self, job: Doc) -> None:
         with database_errors():
             await self._jobs.insert_one(job)
+
+    async def count_active_jobs(self, media_id: str) -> int:
+        with database_errors():
+            return await self._jobs.count_documents(
+                {"media_id": media_id, "state": {"$in": ["queued", "running"]}}
+            )
+
+    @property
+    def jobs_collection(self) -> Any:
+        return self._jobs
 
     async def close(self) -> None:
         await self._client.close()

@@ -73,6 +73,12 @@ class Settings:
     log_level: str = setting(
         "info", "Log level.", "server", choices=("debug", "info", "warning", "error")
     )
+    shutdown_timeout: float = setting(
+        30.0,
+        "Seconds a stopping process gives running jobs to finish before handing them back.",
+        "server",
+        minimum=0,
+    )
     io_threads: int = setting(
         8, "Threads for blocking file-system and storage calls.", "server", minimum=1, maximum=256
     )
@@ -218,6 +224,81 @@ class Settings:
         "http",
         kind="size",
         minimum=4096,
+    )
+
+    # -- processing
+    processing_enabled: bool = setting(
+        True,
+        "Run a job dispatcher and worker pool in this process (off: an API-only node; "
+        "run `mediasvc worker` elsewhere).",
+        "processing",
+    )
+    workers: int = setting(
+        2, "Worker processes in this process's pool.", "processing", minimum=1, maximum=256
+    )
+    worker_tasks_per_child: int = setting(
+        100,
+        "Jobs a worker process runs before it is replaced (bounds leaks in libvips/ffmpeg).",
+        "processing",
+        minimum=1,
+    )
+    worker_start_method: str = setting(
+        "forkserver",
+        "How worker processes start.",
+        "processing",
+        choices=("forkserver", "spawn"),
+    )
+    worker_memory_limit: int = setting(
+        3 * 1024 * MB,
+        "Address-space limit of each worker process (0: none); a job over it fails alone.",
+        "processing",
+        kind="size",
+        minimum=0,
+    )
+    job_timeout: float = setting(
+        300.0,
+        "Seconds one job may run before its worker is killed.",
+        "processing",
+        minimum=1,
+    )
+    job_lease: float = setting(
+        60.0,
+        "Seconds a claimed job stays ours without a heartbeat; after that any node reclaims it.",
+        "processing",
+        minimum=2,
+    )
+    job_max_attempts: int = setting(
+        3, "Attempts (crashes, timeouts, restarts) before a job fails.", "processing", minimum=1
+    )
+    max_queued_jobs: int = setting(
+        4,
+        "Jobs one process holds at once (running or waiting for a worker).",
+        "processing",
+        minimum=1,
+    )
+    dispatcher_poll_interval: float = setting(
+        1.0, "Seconds between looks for new jobs when idle.", "processing", minimum=0.05
+    )
+    thumbnail_size: int = setting(
+        320, "Long side of thumbnails, in pixels.", "processing", minimum=16, maximum=4096
+    )
+    max_image_pixels: int = setting(
+        100_000_000,
+        "Largest image (width x height) processed; checked from the header before decoding.",
+        "processing",
+        minimum=1,
+    )
+    max_animation_frames: int = setting(
+        1000, "Most frames of an animated image processed.", "processing", minimum=1
+    )
+    max_resize_dimension: int = setting(
+        8192, "Largest width or height a resize may ask for.", "processing", minimum=16
+    )
+    video_max_height: int = setting(
+        720, "Height of the optimized video copy (never upscaled).", "processing", minimum=64
+    )
+    waveform_size: str = setting(
+        "800x160", "Width x height of audio waveform images.", "processing"
     )
 
     # ---- derived values
@@ -376,7 +457,9 @@ def _read_config_file(path: str, by_name: Mapping[str, dataclasses.Field[Any]]) 
 def _check_consistency(settings: Settings) -> None:
     if settings.default_page_size > settings.max_page_size:
         raise SettingsError("setting default_page_size: larger than max_page_size")
-    if settings.public_url and not re.match(
+    if not re.fullmatch(r"[0-9]{2,4}x[0-9]{2,4}", settings.waveform_size):
+        raise SettingsError("setting waveform_size: use WIDTHxHEIGHT, e.g. 800x160")
+    if settings.public_url and not re.fullmatch(
         r"^https?://[^/?#\s]+(/[^?#\s]*)?$", settings.public_url
     ):
         raise SettingsError("setting public_url: must be an absolute http(s) URL")

@@ -50,9 +50,10 @@ class _FilePart:
 
 def boundary_of(content_type: str | None) -> str:
     """The multipart boundary of a Content-Type header, or a 400."""
-    if not content_type or not content_type.lower().startswith("multipart/form-data"):
+    main_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if main_type != "multipart/form-data":
         raise BadRequest("Request body must be multipart/form-data")
-    match = _BOUNDARY.search(content_type)
+    match = _BOUNDARY.search(content_type or "")
     if not match:
         raise BadRequest("multipart/form-data without a boundary")
     return match.group(1) or match.group(2)
@@ -105,17 +106,15 @@ class MultipartReceiver:
                 max_segment_count=settings.max_form_parts,
             )
         except multipart.MultipartError as exc:
-            raise BadRequest(f"Malformed multipart body: {exc}") from None
+            raise BadRequest(f"Malformed multipart body: {_parser_reason(exc)}") from None
 
     async def feed(self, chunk: bytes) -> None:
         """Parse one chunk of the body, spooling file bytes."""
         try:
             for event in self._parser.parse(chunk):
                 await self._on_event(event)
-        except multipart.ParserLimitReached as exc:
-            raise BadRequest(f"Malformed multipart body: {exc}") from None
         except multipart.MultipartError as exc:
-            raise BadRequest(f"Malformed multipart body: {exc}") from None
+            raise BadRequest(f"Malformed multipart body: {_parser_reason(exc)}") from None
 
     async def close(self) -> None:
         """The body ended: the stream must be complete; finish the spool files."""
@@ -216,6 +215,12 @@ class MultipartReceiver:
                 f"File content ({sniffed}) does not match its extension '{kind.extension}'"
             )
         part.received.sniffed_type = sniffed
+
+
+def _parser_reason(exc: Exception) -> str:
+    """The parser's own short sentence, never the bytes it choked on."""
+    first = exc.args[0] if exc.args and isinstance(exc.args[0], str) else "invalid part"
+    return _printable(first)
 
 
 def _printable(text: str) -> str:

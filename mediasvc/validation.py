@@ -57,7 +57,7 @@ def maybe_uuid(value: str) -> str | None:
 
 def parse_entity_type(value: Any) -> str:
     """Entity types are short lower-case identifiers (service, practitioner, user, ...)."""
-    if not isinstance(value, str) or not _ENTITY_TYPE.match(value):
+    if not isinstance(value, str) or not _ENTITY_TYPE.fullmatch(value):
         raise BadRequest("entity_type must be a lower-case identifier such as 'service'")
     return value
 
@@ -101,6 +101,10 @@ def check_field(name: str, value: Any, settings: Settings) -> Any:
             raise BadRequest(f"{name} must be at most {limit} characters")
         if "\x00" in value:
             raise BadRequest(f"{name} must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(f"{name} is not valid Unicode") from None
         return value
     if name == "display_order":
         if not isinstance(value, int) or isinstance(value, bool):

@@ -1,4 +1,4 @@
-"""Processing jobs as records: what each media type needs, and the queued job document.
+"""Processing jobs as records: what each media type needs, and the job documents.
 
 Jobs live in MongoDB (the ``jobs`` collection) so they survive a crash of the process that
 queued them; a dispatcher claims them with a lease and runs them in a process pool.
@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 OPERATIONS = ("thumbnail", "optimize", "resize")
+ACTIVE_STATES = ("queued", "running")
 
 
 def default_operations(media_type: str, content_type: str) -> list[str]:
@@ -23,8 +24,20 @@ def default_operations(media_type: str, content_type: str) -> list[str]:
     return []
 
 
+def applicable_operations(media_type: str, content_type: str) -> tuple[str, ...]:
+    """Every operation that can be asked for on this type of media."""
+    if media_type in ("image", "video"):
+        return OPERATIONS
+    if media_type == "audio" or content_type == "application/pdf":
+        return ("thumbnail",)
+    return ()
+
+
 def new_job(
-    media_id: str, operations: list[str], now: int, options: dict[str, Any] | None = None
+    media_id: str,
+    operations: list[str],
+    now: int,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A queued job document for `media_id`."""
     return {
@@ -34,8 +47,27 @@ def new_job(
         "options": options or {},
         "state": "queued",
         "attempts": 0,
+        "suspect": False,
+        "owner": None,
+        "lease_expires_at": 0,
         "error": None,
         "created_at": now,
         "updated_at": now,
-        "lease_expires_at": None,
+        "started_at": None,
+        "finished_at": None,
+    }
+
+
+def job_summary(job: dict[str, Any]) -> dict[str, Any]:
+    """The part of a job shown on its media."""
+    return {
+        "id": job["_id"],
+        "operations": job["operations"],
+        "options": job.get("options", {}),
+        "state": job["state"],
+        "attempts": job["attempts"],
+        "error": job.get("error"),
+        "created_at": job["created_at"],
+        "started_at": job.get("started_at"),
+        "finished_at": job.get("finished_at"),
     }

@@ -146,6 +146,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         embedded_db_in_memory=True,
         jwt_secret=TEST_SECRET,
         log_level="warning",
+        dispatcher_poll_interval=0.2,
+        shutdown_timeout=2,
     )
 
 

@@ -102,3 +102,18 @@ async def test_traversal_is_refused(client: Client, service: Any) -> None:
     response = await client.request("GET", url)
     assert response.status in (403, 404)
     assert b"test-secret" not in response.body
+
+
+async def test_non_ascii_signature_is_403(client: Client) -> None:
+    response = await client.request("GET", "/files/anything.jpg?expires=99999999999&sig=%C3%A9")
+    assert response.status == 403
+    assert response.json == {"error": "Invalid or expired file URL"}
+
+
+async def test_unsatisfiable_range_is_json(
+    client: Client, user: Caller, samples: dict[str, bytes]
+) -> None:
+    media = await _uploaded(client, user, "a.pdf", samples["pdf"])
+    response = await client.request("GET", media["url"], headers={"Range": "bytes=100000-"})
+    assert response.status == 416
+    assert response.json == {"error": "Requested range not satisfiable"}

@@ -317,7 +317,9 @@ async def test_bulk_delete(
     assert response.json["deleted"] == 2
     assert {f["id"] for f in response.json["failed"]} == {theirs["id"], missing, "junk"}
     assert all(f["error"] == "Media not found" for f in response.json["failed"])
-    assert len(before - stored_files(settings)) == 2
+    gone = {path.name.split(".")[0] for path in before - stored_files(settings)}
+    assert gone == {mine[0]["id"], mine[1]["id"]}
+    assert not any(p.name.startswith(mine[0]["id"]) for p in stored_files(settings))
     assert (
         await client.request("GET", f"{API}/{theirs['id']}/", token=other_user.token)
     ).status == 200
@@ -427,3 +429,16 @@ async def test_set_primary_on_others_media_is_404(
         "POST", f"{API}/{media['id']}/set_primary/", token=other_user.token
     )
     assert response.status == 404
+
+
+async def test_lone_surrogates_are_400(
+    client: Client, user: Caller, samples: dict[str, bytes]
+) -> None:
+    media = await upload(client, user, samples)
+    body = b'{"title": "\\ud800"}'
+    response = await client.request(
+        "PATCH", f"{API}/{media['id']}/", token=user.token, body=body,
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert response.status == 400
+    assert response.json == {"error": "title is not valid Unicode"}

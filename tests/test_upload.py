@@ -436,3 +436,89 @@ async def test_admin_uploads_anywhere(
 ) -> None:
     fields = {"entity_type": "service", "entity_id": str(uuid.uuid4())}
     assert (await client.upload(admin.token, "a.jpg", samples["jpg"], fields)).status == 201
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+async def test_other_methods_on_upload_read_nothing(
+    client: Client, user: Caller, samples: dict[str, bytes], settings: Settings, method: str
+) -> None:
+    body, content_type = multipart_body(user.entity, [("file", "a.jpg", samples["jpg"])])
+    response = await client.request(
+        method,
+        f"{API}/upload/",
+        token=user.token,
+        body=body,
+        headers={"Content-Type": content_type},
+    )
+    assert response.status == 405
+    assert response.json == {"error": "Method Not Allowed"}
+    await _assert_nothing_for(client, user, settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "status"),
+    [
+        ("page.svg", b"<html><body><svg></svg><script>alert(1)</script></body></html>", 400),
+        (
+            "ok.svg",
+            b'<?xml version="1.0"?>\n<!-- c -->\n<svg xmlns="http://www.w3.org/2000/svg"/>',
+            201,
+        ),
+        ("tiny.txt", b"a", 201),
+        ("binary.txt", b"\x00\x01\x02", 400),
+    ],
+)
+async def test_sniffing_edge_cases(
+    client: Client, user: Caller, name: str, content: bytes, status: int
+) -> None:
+    response = await client.upload(user.token, name, content, user.entity)
+    assert response.status == status, response.body
+
+
+async def test_exact_multipart_type_and_clean_parser_messages(
+    client: Client, user: Caller, samples: dict[str, bytes]
+) -> None:
+    body, _ = multipart_body(user.entity, [("file", "a.jpg", samples["jpg"])], boundary="bb")
+    wrong = await client.request(
+        "POST", f"{API}/upload/", token=user.token, body=body,
+        headers={"Content-Type": "multipart/form-dataX; boundary=bb"},
+    )  # fmt: skip
+    assert wrong.status == 400
+    raw = (
+        b'--bb\r\nContent-Disposition: form-data; name="file"; filename="caf\xe9.jpg"\r\n\r\n'
+        + samples["jpg"] + b"\r\n--bb--\r\n"
+    )  # fmt: skip
+    latin = await client.request(
+        "POST", f"{API}/upload/", token=user.token, body=raw,
+        headers={"Content-Type": "multipart/form-data; boundary=bb"},
+    )  # fmt: skip
+    assert latin.status == 400
+    assert latin.json["error"].startswith("Malformed multipart body:")
+    assert "UnicodeDecodeError" not in latin.json["error"] and "\\x" not in latin.json["error"]
+
+
+async def test_identifiers_with_a_trailing_newline_are_refused(
+    client: Client, admin: Caller, samples: dict[str, bytes]
+) -> None:
+    fields = {"entity_type": "service\n", "entity_id": str(uuid.uuid4())}
+    response = await client.upload(admin.token, "a.jpg", samples["jpg"], fields)
+    assert response.status == 400
+    sneaky = make_token(str(uuid.uuid4()), entities=["service:abc\n"])
+    assert (await client.request("GET", f"{API}/", token=sneaky)).status == 401
+
+
+async def test_concurrent_primary_uploads_leave_exactly_what_succeeded(
+    client: Client, admin: Caller, samples: dict[str, bytes], settings: Settings
+) -> None:
+    entity = str(uuid.uuid4())
+    fields = {"entity_type": "practitioner", "entity_id": entity, "is_primary": "true"}
+    responses = await asyncio.gather(
+        *(client.upload(admin.token, "a.jpg", samples["jpg"], fields) for _ in range(12))
+    )
+    created = [r for r in responses if r.status == 201]
+    assert {r.status for r in responses} <= {201, 409}
+    listing = await client.request("GET", f"{API}/?entity_id={entity}&limit=100", token=admin.token)
+    assert listing.json["count"] == len(created)
+    assert sum(m["is_primary"] for m in listing.json["results"]) == 1
+    originals = list((settings.storage_path / f"media/practitioner/{entity}").glob("*.jpg"))
+    assert len([p for p in originals if p.name.count(".") == 1]) == len(created)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import time
 import uuid
@@ -16,7 +17,13 @@ from mediasvc.auth import Principal
 from mediasvc.errors import BadRequest, Conflict, Forbidden, NotFound
 from mediasvc.filenames import clean_filename
 from mediasvc.media_types import MEDIA_TYPES
-from mediasvc.pipeline.jobs import default_operations, new_job
+from mediasvc.pipeline.jobs import (
+    OPERATIONS,
+    applicable_operations,
+    default_operations,
+    job_summary,
+    new_job,
+)
 from mediasvc.repository import Doc, MediaRepository, PrimaryTaken
 from mediasvc.settings import Settings
 from mediasvc.storage import BlobStore
@@ -38,7 +45,7 @@ UPLOAD_FIELDS = frozenset(
     {"entity_type", "entity_id", "title", "description", "alt_text", "is_primary", "display_order"}
 )
 NO_PERMISSION = "No permission to upload media for this entity"
-_PRIMARY_RETRIES = 5
+_PRIMARY_RETRIES = 10
 
 
 def now_ms() -> int:
@@ -80,11 +87,13 @@ class MediaService:
         blobs: BlobStore,
         settings: Settings,
         clock: Callable[[], int] = now_ms,
+        on_job_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self.repository = repository
         self.blobs = blobs
         self.settings = settings
         self.clock = clock
+        self.on_job_queued = on_job_queued
 
     # ---- uploads
 
@@ -137,21 +146,28 @@ class MediaService:
         await self.blobs.put_file(key, received.spool.path, kind.content_type)
         await self._record(media, operations)
         if metadata.get("is_primary"):
-            media = await self._make_primary(media, {})
+            try:
+                media = await self._make_primary(media, {})
+            except BaseException:  # a refused upload leaves nothing behind
+                await asyncio.shield(self._undo_create(media))
+                raise
         return media
 
     async def _record(self, media: Doc, operations: list[str]) -> None:
         # The file is stored first, so a record never points at nothing; if recording
         # fails, the file is removed again and the client sees the error.
+        job = new_job(media["_id"], operations, media["created_at"]) if operations else None
+        if job is not None:
+            media["job"] = job_summary(job)
         try:
             await self.repository.insert(media)
-            if operations:
-                await self.repository.insert_job(
-                    new_job(media["_id"], operations, media["created_at"])
-                )
+            if job is not None:
+                await self.repository.insert_job(job)
         except BaseException:
             await asyncio.shield(self._undo_create(media))
             raise
+        if job is not None:
+            self.on_job_queued()
 
     async def _undo_create(self, media: Doc) -> None:
         try:
@@ -275,7 +291,8 @@ class MediaService:
             try:
                 return await self.repository.make_primary(media, changes) or _gone()
             except PrimaryTaken:
-                await asyncio.sleep(0.01)  # another request won this round; clear it and retry
+                # another request won this round: clear it and retry, out of step with it
+                await asyncio.sleep(random.uniform(0.005, 0.03))
         raise Conflict("The primary media of this entity is changing; try again")
 
     async def delete(self, principal: Principal, media_id: str) -> None:
@@ -294,6 +311,61 @@ class MediaService:
             await self.blobs.delete(keys)
         except Exception:  # the record is gone; a leftover file is only garbage
             log.exception("could not delete the files of media %s", media["_id"])
+
+    # ---- processing
+
+    async def process(self, principal: Principal, media_id: str, body: Mapping[str, Any]) -> Doc:
+        """Queue processing operations (this also retries a failed media)."""
+        media = await self.get_visible(principal, media_id)
+        operations, options = self._processing_request(media, body)
+        if media["status"] == "pending":
+            raise Conflict("The file of this media has not been uploaded yet")
+        if await self.repository.count_active_jobs(media["_id"]):
+            raise Conflict("Processing of this media is already queued")
+        now = self.clock()
+        job = new_job(media["_id"], operations, now, options)
+        await self.repository.insert_job(job)
+        changes = {
+            "status": "processing",
+            "error": None,
+            "job": job_summary(job),
+            "updated_at": now,
+        }
+        updated = await self.repository.update(media["_id"], changes) or _gone()
+        self.on_job_queued()
+        return updated
+
+    def _processing_request(self, media: Doc, body: Mapping[str, Any]) -> tuple[list[str], Doc]:
+        _only_keys(body, {"operations", "options"})
+        operations = body.get("operations")
+        if not isinstance(operations, list) or not operations:
+            raise BadRequest(f"operations must be a non-empty list of: {', '.join(OPERATIONS)}")
+        allowed = applicable_operations(media["media_type"], media["content_type"])
+        for operation in operations:
+            if operation not in OPERATIONS:
+                raise BadRequest(f"Unknown operation '{str(operation)[:32]}'")
+            if operation not in allowed:
+                raise BadRequest(f"Operation '{operation}' does not apply to this media")
+        options = body.get("options", {})
+        if not isinstance(options, dict):
+            raise BadRequest("options must be an object")
+        _only_keys(options, {"resize"})
+        checked: Doc = {}
+        if "resize" in operations:
+            checked["resize"] = self._resize_option(options.get("resize"))
+        elif "resize" in options:
+            raise BadRequest("options.resize is only for the resize operation")
+        return list(dict.fromkeys(operations)), checked
+
+    def _resize_option(self, value: Any) -> Doc:
+        if not isinstance(value, dict) or set(value) != {"width", "height"}:
+            raise BadRequest('options.resize must be {"width": <int>, "height": <int>}')
+        limit = self.settings.max_resize_dimension
+        for name in ("width", "height"):
+            size = value[name]
+            if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= limit:
+                raise BadRequest(f"options.resize.{name} must be an integer from 1 to {limit}")
+        return {"width": value["width"], "height": value["height"]}
 
     # ---- bulk
 
@@ -316,7 +388,7 @@ class MediaService:
                 await self._delete(await self.get_visible(principal, media_id))
                 deleted += 1
             except NotFound as exc:
-                failed.append({"id": media_id, "error": exc.message})
+                failed.append({"id": media_id[:64], "error": exc.message})
         return {"deleted": deleted, "failed": failed}
 
     async def bulk_update(self, principal: Principal, body: Mapping[str, Any]) -> Doc:
@@ -335,7 +407,7 @@ class MediaService:
                 await self._apply(await self.get_visible(principal, media_id), dict(changes))
                 updated += 1
             except NotFound as exc:
-                failed.append({"id": media_id, "error": exc.message})
+                failed.append({"id": media_id[:64], "error": exc.message})
         return {"updated": updated, "failed": failed}
 
     # ---- output
@@ -367,6 +439,7 @@ class MediaService:
             "display_order": media["display_order"],
             "view_count": media.get("view_count", 0),
             "download_count": media.get("download_count", 0),
+            "duration": media.get("duration"),
             "sha256": media.get("sha256"),
             "variants": [
                 {
@@ -375,6 +448,7 @@ class MediaService:
                 }
                 for variant in media.get("variants", [])
             ],
+            "job": _present_job(media.get("job")),
             "created_at": iso(media["created_at"]),
             "updated_at": iso(media["updated_at"]),
         }
@@ -384,6 +458,16 @@ def iso(millis: int) -> str:
     """Milliseconds since the epoch as `2024-01-15T10:30:00.123Z`."""
     moment = datetime.fromtimestamp(millis / 1000, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis % 1000:03d}Z"
+
+
+def _present_job(job: Doc | None) -> Doc | None:
+    if job is None:
+        return None
+    times = ("created_at", "started_at", "finished_at")
+    shown = {k: (iso(v) if k in times and v else v) for k, v in job.items()}
+    started, finished = job.get("started_at"), job.get("finished_at")
+    shown["duration_ms"] = finished - started if started and finished else None
+    return shown
 
 
 def _gone() -> Doc:

@@ -23,6 +23,10 @@ class BlobStore(ABC):
         """Whether an object is stored under `key`."""
 
     @abstractmethod
+    async def local_copy(self, key: str, work_dir: Path) -> Path:
+        """A local file with the object's bytes for a worker to read (may be the file itself)."""
+
+    @abstractmethod
     def url(self, key: str, base_url: str) -> str:
         """A URL a client can fetch the object from (may be signed and expire)."""
 

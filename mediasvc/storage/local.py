@@ -47,7 +47,8 @@ class UrlSigner:
             return False
         if int(expires) < (now if now is not None else time.time()):
             return False
-        return hmac.compare_digest(self.signature(key, int(expires)), signature)
+        expected = self.signature(key, int(expires)).encode()
+        return hmac.compare_digest(expected, signature.encode("utf-8", "replace"))
 
 
 class LocalBlobStore(BlobStore):
@@ -74,6 +75,10 @@ class LocalBlobStore(BlobStore):
 
     async def exists(self, key: str) -> bool:
         return await self._run(self.path_of(key).is_file)
+
+    async def local_copy(self, key: str, work_dir: Path) -> Path:
+        # Workers read the stored file in place: it never changes once stored.
+        return self.path_of(key)
 
     def url(self, key: str, base_url: str) -> str:
         return f"{base_url}{FILES_PREFIX}{quote(key)}?{self.signer.query(key)}"

@@ -1,0 +1,295 @@
+"""The dispatcher: claims jobs from the queue, runs them in the pool, records the outcome.
+
+One runs in every server process (and in `mediasvc worker`). It holds at most
+`max_queued_jobs` jobs, keeps their leases alive while they run, and writes results on the
+media: derived files as `variants`, facts such as width and height, and its `status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Any
+
+from mediasvc.pipeline.jobs import job_summary
+from mediasvc.pipeline.pool import WorkerLost, WorkerPool
+from mediasvc.pipeline.queue import Job, JobQueue, now_ms
+from mediasvc.pipeline.tasks import Limits, TaskResult, TaskSpec, Variant
+from mediasvc.repository import Doc, MediaRepository
+from mediasvc.settings import Settings
+from mediasvc.storage import BlobStore
+
+log = logging.getLogger(__name__)
+MEDIA_FACTS = ("width", "height", "duration", "bitrate", "pages", "video_codec", "audio_codec")
+
+
+class Dispatcher:
+    """Moves jobs from the queue through the pool onto their media."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        repository: MediaRepository,
+        blobs: BlobStore,
+        pool: WorkerPool,
+        settings: Settings,
+        io_executor: Executor,
+    ) -> None:
+        self.queue = queue
+        self.repository = repository
+        self.blobs = blobs
+        self.pool = pool
+        self.settings = settings
+        self._io = io_executor
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.max_queued_jobs)
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def lease_ms(self) -> int:
+        """Lease length in milliseconds."""
+        return int(self.settings.job_lease * 1000)
+
+    def start(self) -> None:
+        """Begin claiming jobs in the background."""
+        self._loop_task = asyncio.create_task(self._claim_loop(), name="dispatcher")
+
+    def wake(self) -> None:
+        """A job was just queued here: look now instead of at the next poll."""
+        self._wake.set()
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; let running jobs finish within `grace` seconds, hand back the rest."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        running = list(self._running.values())
+        if running:
+            await asyncio.wait(running, timeout=grace)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        self.pool.shutdown()
+
+    # ---- claiming
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            await self._slots.acquire()
+            try:
+                job = await self._claim()
+            except Exception:
+                log.exception("could not claim a job")
+                job = None
+            if job is None:
+                self._slots.release()
+                await self._idle()
+                continue
+            if job.get("suspect"):
+                await self._run_alone(job)
+                continue
+            self._spawn(job)
+
+    async def _claim(self) -> Job | None:
+        if self._stopping:
+            return None
+        if not self._running:  # suspects run alone, so a crash names its culprit
+            job = await self.queue.claim(self.lease_ms, suspects=True)
+            if job is not None:
+                return job
+        return await self.queue.claim(self.lease_ms)
+
+    async def _idle(self) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.settings.dispatcher_poll_interval)
+
+    def _spawn(self, job: Job) -> None:
+        task = asyncio.create_task(self._handle(job), name=f"job-{job['_id']}")
+        self._running[job["_id"]] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._running.pop(job["_id"], None)
+            self._slots.release()
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _run_alone(self, job: Job) -> None:
+        self._spawn(job)
+        task = self._running.get(job["_id"])
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+    # ---- one job
+
+    async def _handle(self, job: Job) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(job["_id"]))
+        try:
+            await self._process(job)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._hand_back(job))
+            raise
+        except Exception as exc:
+            log.exception("job %s failed unexpectedly", job["_id"])
+            await self._attempt_failed(job, f"Internal error: {type(exc).__name__}")
+        finally:
+            heartbeat.cancel()
+
+    async def _process(self, job: Job) -> None:
+        media = await self.repository.get(job["media_id"])
+        if media is None:
+            await self.queue.settle(job["_id"], "failed", "The media was deleted")
+            return
+        if job["attempts"] > self.settings.job_max_attempts:
+            await self._give_up(job, media, job.get("error") or "Too many attempts")
+            return
+        await self._show(media["_id"], {**job, "state": "running"})
+        work_dir = await self._io_call(tempfile.mkdtemp, "", "job-", str(self.settings.spool_path))
+        try:
+            spec = await self._spec(job, media, work_dir)
+            try:
+                result = await self.pool.run(spec, self.settings.job_timeout)
+            except WorkerLost as lost:
+                await self._worker_lost(job, lost)
+                return
+            if result.error:
+                await self._give_up(job, media, result.error)  # the input is at fault: no retry
+            else:
+                await self._succeed(job, media, result)
+        finally:
+            await self._io_call(shutil.rmtree, work_dir, True)
+
+    async def _spec(self, job: Job, media: Doc, work_dir: str) -> TaskSpec:
+        source = await self.blobs.local_copy(media["storage_key"], Path(work_dir))
+        resize = job.get("options", {}).get("resize")
+        settings = self.settings
+        return TaskSpec(
+            media_id=media["_id"],
+            media_type=media["media_type"],
+            content_type=media["content_type"],
+            extension=media["extension"],
+            source=str(source),
+            work_dir=work_dir,
+            operations=tuple(job["operations"]),
+            resize=(int(resize["width"]), int(resize["height"])) if resize else None,
+            limits=Limits(
+                thumbnail_size=settings.thumbnail_size,
+                max_pixels=settings.max_image_pixels,
+                max_frames=settings.max_animation_frames,
+                video_max_height=settings.video_max_height,
+                waveform_size=settings.waveform_size,
+                timeout=settings.job_timeout,
+            ),
+        )
+
+    async def _heartbeat(self, job_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.settings.job_lease / 3)
+            try:
+                await self.queue.renew(job_id, self.lease_ms)
+            except Exception:
+                log.warning("could not renew the lease of job %s", job_id)
+
+    # ---- outcomes
+
+    async def _succeed(self, job: Job, media: Doc, result: TaskResult) -> None:
+        stored = await self._store_variants(media, result.variants)
+        settled = await self.queue.settle(job["_id"], "done")
+        if settled is None:  # our lease was lost and someone else has the job now
+            await self.blobs.delete([v["key"] for v in stored])
+            return
+        others = await self.queue.active_count(media["_id"], job["_id"])
+        variants = _merge_variants(media.get("variants", []), stored)
+        changes: Doc = {
+            "variants": variants,
+            "thumbnail_key": next((v["key"] for v in variants if v["name"] == "thumbnail"), None),
+            "status": "processing" if others else "ready",
+            "error": None,
+            "job": job_summary(settled),
+            "updated_at": now_ms(),
+        }
+        changes.update({k: v for k, v in result.info.items() if k in MEDIA_FACTS and v is not None})
+        if await self.repository.update(media["_id"], changes) is None:
+            await self.blobs.delete([v["key"] for v in stored])  # deleted while we worked
+            return
+        replaced = {v["key"] for v in media.get("variants", [])} - {v["key"] for v in variants}
+        await self.blobs.delete(sorted(replaced))
+
+    async def _store_variants(self, media: Doc, variants: tuple[Variant, ...]) -> list[Doc]:
+        base = media["storage_key"].rsplit(".", 1)[0]
+        stored = []
+        for variant in variants:
+            extension = variant.path.rsplit(".", 1)[-1]
+            key = f"{base}.{variant.name}.{extension}"
+            size = (await self._io_call(os.stat, variant.path)).st_size
+            await self.blobs.put_file(key, Path(variant.path), variant.content_type)
+            stored.append(
+                {
+                    "name": variant.name,
+                    "key": key,
+                    "content_type": variant.content_type,
+                    "width": variant.width,
+                    "height": variant.height,
+                    "size": size,
+                }
+            )
+        return stored
+
+    async def _worker_lost(self, job: Job, lost: WorkerLost) -> None:
+        if lost.alone:
+            await self._attempt_failed(job, lost.reason)
+        else:  # a bystander of another job's crash: run it again, alone, uncharged
+            await self.queue.release(job["_id"], suspect=True)
+
+    async def _attempt_failed(self, job: Job, reason: str) -> None:
+        media = await self.repository.get(job["media_id"])
+        if media is None:
+            await self.queue.settle(job["_id"], "failed", "The media was deleted")
+        elif job["attempts"] >= self.settings.job_max_attempts:
+            await self._give_up(job, media, reason)
+        else:
+            retried = await self.queue.retry(job["_id"], reason)
+            if retried is not None:
+                await self._show(media["_id"], retried)
+                self.wake()
+
+    async def _give_up(self, job: Job, media: Doc, reason: str) -> None:
+        settled = await self.queue.settle(job["_id"], "failed", reason)
+        if settled is None:
+            return
+        log.info("job %s of media %s failed: %s", job["_id"], media["_id"], reason)
+        changes = {
+            "status": "failed",
+            "error": reason,
+            "job": job_summary(settled),
+            "updated_at": now_ms(),
+        }
+        await self.repository.update(media["_id"], changes)
+
+    async def _hand_back(self, job: Job) -> None:
+        try:
+            await self.queue.release(job["_id"], suspect=bool(job.get("suspect")))
+        except Exception:
+            log.warning("could not hand back job %s; its lease will expire", job["_id"])
+
+    async def _show(self, media_id: str, job: Job) -> None:
+        await self.repository.update(media_id, {"job": job_summary(job)})
+
+    async def _io_call(self, func: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._io, func, *args)
+
+
+def _merge_variants(old: list[Doc], new: list[Doc]) -> list[Doc]:
+    """New variants replace old ones of the same name; the rest are kept."""
+    names = {v["name"] for v in new}
+    return [v for v in old if v["name"] not in names] + new

@@ -1,0 +1,111 @@
+"""The durable job queue: claims with a lease, heartbeats, outcomes.
+
+Claims are single-document atomic updates, so any number of processes on any number of
+machines can share one queue. Queries stay simple (no `$or`), which every MongoDB-wire
+server evaluates the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+
+from mediasvc.repository import database_errors
+
+Job = dict[str, Any]
+_OLDEST_FIRST = [("created_at", ASCENDING)]
+
+
+def now_ms() -> int:
+    """Milliseconds since the epoch (the unit of every stored timestamp)."""
+    return time.time_ns() // 1_000_000
+
+
+class JobQueue:
+    """Claims and settles jobs on behalf of one owner (a process)."""
+
+    def __init__(self, jobs: AsyncCollection[Job], owner: str) -> None:
+        self._jobs = jobs
+        self.owner = owner
+
+    async def claim(self, lease_ms: int, *, suspects: bool = False) -> Job | None:
+        """Take the oldest queued job (or a suspect one), else one whose lease expired."""
+        queued = {"state": "queued", "suspect": suspects}
+        job = await self._take(queued, lease_ms)
+        if job is None and not suspects:
+            job = await self._take(
+                {"state": "running", "lease_expires_at": {"$lt": now_ms()}}, lease_ms
+            )
+        return job
+
+    async def _take(self, query: Job, lease_ms: int) -> Job | None:
+        now = now_ms()
+        with database_errors():
+            return await self._jobs.find_one_and_update(
+                query,
+                {
+                    "$set": {
+                        "state": "running",
+                        "owner": self.owner,
+                        "lease_expires_at": now + lease_ms,
+                        "started_at": now,
+                        "updated_at": now,
+                    },
+                    "$inc": {"attempts": 1},
+                },
+                sort=_OLDEST_FIRST,
+                return_document=ReturnDocument.AFTER,
+            )
+
+    async def renew(self, job_id: str, lease_ms: int) -> bool:
+        """Extend our lease; False if the job is no longer ours."""
+        with database_errors():
+            result = await self._jobs.update_one(
+                {"_id": job_id, "owner": self.owner, "state": "running"},
+                {"$set": {"lease_expires_at": now_ms() + lease_ms}},
+            )
+        return result.matched_count == 1
+
+    async def settle(self, job_id: str, state: str, error: str | None = None) -> Job | None:
+        """Record the outcome (`done` or `failed`) of a job we hold."""
+        now = now_ms()
+        changes = {
+            "state": state,
+            "error": error,
+            "finished_at": now,
+            "updated_at": now,
+            "owner": None,
+        }
+        return await self._update_ours(job_id, {"$set": changes})
+
+    async def retry(self, job_id: str, error: str) -> Job | None:
+        """Put a job back for another attempt (the attempt stays counted)."""
+        changes = {"state": "queued", "error": error, "owner": None, "updated_at": now_ms()}
+        return await self._update_ours(job_id, {"$set": changes})
+
+    async def release(self, job_id: str, *, suspect: bool) -> Job | None:
+        """Hand a job back uncharged (shutdown, or it was a bystander of a crash)."""
+        changes = {"state": "queued", "owner": None, "suspect": suspect, "updated_at": now_ms()}
+        return await self._update_ours(job_id, {"$set": changes, "$inc": {"attempts": -1}})
+
+    async def _update_ours(self, job_id: str, update: Job) -> Job | None:
+        with database_errors():
+            return await self._jobs.find_one_and_update(
+                {"_id": job_id, "owner": self.owner},
+                update,
+                return_document=ReturnDocument.AFTER,
+            )
+
+    async def active_count(self, media_id: str, except_id: str) -> int:
+        """Queued or running jobs of a media other than `except_id`."""
+        with database_errors():
+            return await self._jobs.count_documents(
+                {
+                    "media_id": media_id,
+                    "state": {"$in": ["queued", "running"]},
+                    "_id": {"$ne": except_id},
+                }
+            )

@@ -1,0 +1,101 @@
+"""What a worker process runs: one job over local files, returning a small result.
+
+These are plain module-level functions over paths and a frozen spec, so they pickle by
+name into the worker processes. Library errors are caught at this edge and turned into a
+reason string; only crashes and timeouts escape (and those the pool handles).
+The heavy libraries (pyvips) are imported inside the workers only.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Processing limits from the settings, fixed for the life of a job."""
+
+    thumbnail_size: int = 320
+    max_pixels: int = 100_000_000
+    max_frames: int = 1000
+    video_max_height: int = 720
+    waveform_size: str = "800x160"
+    timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One job for a worker: the original on disk, where to write, and what to make."""
+
+    media_id: str
+    media_type: str
+    content_type: str
+    extension: str
+    source: str
+    work_dir: str
+    operations: tuple[str, ...]
+    resize: tuple[int, int] | None = None
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A derived file the worker wrote into the work folder."""
+
+    name: str
+    path: str
+    content_type: str
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """What came of a job: derived files and facts about the original, or the reason it failed."""
+
+    variants: tuple[Variant, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Refused(Exception):
+    """The input cannot or must not be processed; the message is the reason shown to users."""
+
+
+def init_worker(memory_limit: int) -> None:
+    """Pool initializer: one libvips thread per worker, an optional address-space limit."""
+    os.environ["VIPS_CONCURRENCY"] = "1"
+    if memory_limit > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+    import pyvips
+
+    pyvips.cache_set_max(0)
+
+
+def run_task(spec: TaskSpec) -> TaskResult:
+    """Entry point in the worker: dispatch on the media type; refusals become reasons."""
+    try:
+        return _run(spec)
+    except Refused as exc:
+        return TaskResult(error=str(exc))
+    except MemoryError:
+        return TaskResult(error="processing ran out of memory")
+
+
+def _run(spec: TaskSpec) -> TaskResult:
+    if spec.media_type == "image":
+        from mediasvc.pipeline import images
+
+        return images.process(spec)
+    if spec.media_type in ("video", "audio"):
+        from mediasvc.pipeline import av
+
+        return av.process(spec)
+    if spec.content_type == "application/pdf":
+        from mediasvc.pipeline import images
+
+        return images.pdf_preview(spec)
+    return TaskResult()

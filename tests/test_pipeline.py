@@ -1,0 +1,415 @@
+"""The processing pipeline: real uploads of every type reach `ready` with the right variants;
+hostile media fail cleanly; crashed and hung workers break only their own job."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from mediasvc.app import Service, start_service
+from mediasvc.settings import Settings
+from tests.conftest import API, TEST_SECRET, Caller, Client, make_token
+
+MAKE_IMAGES = r"""
+import sys, pyvips
+out = sys.argv[1]
+base = pyvips.Image.black(64, 32, bands=3) + [200, 40, 40]
+base = base.draw_rect([20, 200, 20], 0, 0, 16, 32, fill=True).cast("uchar")
+base.heifsave(f"{out}/sample.heic", compression="hevc")
+base.heifsave(f"{out}/sample.avif", compression="av1")
+rotated = base.copy()
+rotated.set_type(pyvips.GValue.gint_type, "orientation", 6)
+rotated.jpegsave(f"{out}/rotated.jpg")
+alpha = base.bandjoin(128).cast("uchar")
+alpha.pngsave(f"{out}/alpha.png")
+big = pyvips.Image.black(12000, 9000).cast("uchar")
+big.pngsave(f"{out}/bomb.png", compression=9)
+"""
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def media_samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Files only the pipeline tests need (made in a subprocess: this process, the server,
+    must never import pyvips)."""
+    folder = tmp_path_factory.mktemp("pipeline-samples")
+    subprocess.run([sys.executable, "-c", MAKE_IMAGES, str(folder)], check=True)
+    _ffmpeg(
+        "-f", "lavfi", "-i", "testsrc=size=80x60:rate=10", "-t", "1", str(folder / "animated.gif")
+    )
+    _ffmpeg(
+        "-f", "lavfi", "-i", "testsrc=size=640x480:rate=25", "-f", "lavfi", "-i", "sine=f=300",
+        "-t", "4", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-c:a", "aac", "-shortest",
+        str(folder / "long.mp4"),
+    )  # fmt: skip
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + os.urandom(4000))
+    return {path.name: path for path in folder.iterdir()}
+
+
+async def settled(client: Client, token: str, media_id: str, timeout: float = 60) -> dict[str, Any]:
+    """Poll until the media is ready or failed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        media: dict[str, Any] = (
+            await client.request("GET", f"{API}/{media_id}/", token=token)
+        ).json
+        if media["status"] in ("ready", "failed"):
+            return media
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"media {media_id} did not settle: {media}")
+
+
+async def upload(client: Client, caller: Caller, name: str, content: bytes) -> dict[str, Any]:
+    response = await client.upload(caller.token, name, content, caller.entity)
+    assert response.status == 201, response.body
+    media: dict[str, Any] = response.json
+    return media
+
+
+def variants(media: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in media["variants"]}
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "gif", "webp", "svg"])
+async def test_images_get_thumbnail_and_optimized(
+    client: Client, user: Caller, samples: dict[str, bytes], ext: str
+) -> None:
+    created = await upload(client, user, f"picture.{ext}", samples[ext])
+    assert created["status"] == "processing"
+    assert created["job"]["state"] == "queued"
+    media = await settled(client, user.token, created["id"])
+    assert media["status"] == "ready", media["error"]
+    made = variants(media)
+    assert set(made) == {"thumbnail", "optimized", "optimized_webp"}
+    assert made["optimized_webp"]["content_type"] == "image/webp"
+    assert media["width"] and media["height"]
+    assert media["thumbnail_url"] and media["thumbnail_url"] == made["thumbnail"]["url"]
+    assert media["job"]["state"] == "done" and media["job"]["attempts"] == 1
+    assert media["job"]["duration_ms"] is not None
+    thumb = await client.request("GET", made["thumbnail"]["url"])
+    assert thumb.status == 200 and int(thumb.headers["Content-Length"]) == made["thumbnail"]["size"]
+
+
+@pytest.mark.parametrize("name", ["sample.heic", "sample.avif", "alpha.png", "animated.gif"])
+async def test_modern_and_special_images(
+    client: Client, user: Caller, media_samples: dict[str, Path], name: str
+) -> None:
+    media = await settled(
+        client,
+        user.token,
+        (await upload(client, user, name, media_samples[name].read_bytes()))["id"],
+    )
+    assert media["status"] == "ready", media["error"]
+    made = variants(media)
+    assert "thumbnail" in made and "optimized" in made
+    if name == "alpha.png":
+        assert made["optimized"]["content_type"] == "image/png"
+    if name == "animated.gif":
+        assert made["optimized"]["content_type"] == "image/webp"  # still animated
+        assert (media["width"], media["height"]) == (80, 60)
+
+
+async def test_exif_orientation_is_applied(
+    client: Client, user: Caller, media_samples: dict[str, Path]
+) -> None:
+    content = media_samples["rotated.jpg"].read_bytes()
+    media = await settled(client, user.token, (await upload(client, user, "r.jpg", content))["id"])
+    assert media["status"] == "ready", media["error"]
+    assert (media["width"], media["height"]) == (32, 64)  # stored 64x32, orientation 6
+    made = variants(media)
+    assert (made["optimized"]["width"], made["optimized"]["height"]) == (32, 64)
+    assert (made["thumbnail"]["width"], made["thumbnail"]["height"]) == (32, 64)
+
+
+async def test_resize_never_upscales(
+    client: Client, user: Caller, samples: dict[str, bytes]
+) -> None:
+    media = await settled(
+        client, user.token, (await upload(client, user, "p.png", samples["png"]))["id"]
+    )
+    body = {"operations": ["resize"], "options": {"resize": {"width": 32, "height": 32}}}
+    response = await client.request(
+        "POST", f"{API}/{media['id']}/process/", token=user.token, json_body=body
+    )
+    assert response.status == 202, response.body
+    assert response.json["status"] == "processing"
+    assert response.json["job"]["operations"] == ["resize"]
+    done = await settled(client, user.token, media["id"])
+    resized = variants(done)["resize-32x32"]
+    assert (resized["width"], resized["height"]) == (32, 24)  # 64x48 fit inside 32x32
+    body = {"operations": ["resize"], "options": {"resize": {"width": 1000, "height": 1000}}}
+    await client.request("POST", f"{API}/{media['id']}/process/", token=user.token, json_body=body)
+    bigger = variants(await settled(client, user.token, media["id"]))["resize-1000x1000"]
+    assert (bigger["width"], bigger["height"]) == (64, 48)
+    assert "thumbnail" in variants(done)  # earlier variants are kept
+
+
+async def test_video_gets_poster_and_h264(
+    client: Client, user: Caller, media_samples: dict[str, Path]
+) -> None:
+    content = media_samples["long.mp4"].read_bytes()
+    media = await settled(
+        client, user.token, (await upload(client, user, "clip.mp4", content))["id"]
+    )
+    assert media["status"] == "ready", media["error"]
+    assert (media["width"], media["height"]) == (640, 480)
+    assert media["duration"] == pytest.approx(4.0, abs=0.2)
+    made = variants(media)
+    assert made["thumbnail"]["content_type"] == "image/jpeg"
+    assert (made["thumbnail"]["width"], made["thumbnail"]["height"]) == (320, 240)
+    assert made["optimized"]["content_type"] == "video/mp4"
+    optimized = await client.request("GET", made["optimized"]["url"])
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", "-"],
+        input=optimized.body, capture_output=True, check=True,
+    )  # fmt: skip
+    assert probe.stdout.decode().split() == ["h264", "aac"]
+    assert optimized.body.find(b"moov") < optimized.body.find(b"mdat")  # faststart
+
+
+@pytest.mark.parametrize("ext", ["mp3", "wav", "ogg", "flac", "m4a"])
+async def test_audio_gets_a_waveform(
+    client: Client, user: Caller, samples: dict[str, bytes], ext: str
+) -> None:
+    media = await settled(
+        client, user.token, (await upload(client, user, f"a.{ext}", samples[ext]))["id"]
+    )
+    assert media["status"] == "ready", media["error"]
+    assert media["duration"] == pytest.approx(1.0, abs=0.1)
+    waveform = variants(media)["thumbnail"]
+    assert (waveform["width"], waveform["height"]) == (800, 160)
+    assert waveform["content_type"] == "image/png"
+
+
+async def test_pdf_preview_and_plain_documents(
+    client: Client, user: Caller, samples: dict[str, bytes]
+) -> None:
+    pdf = await settled(
+        client, user.token, (await upload(client, user, "m.pdf", samples["pdf"]))["id"]
+    )
+    assert pdf["status"] == "ready", pdf["error"]
+    assert variants(pdf)["thumbnail"]["content_type"] == "image/jpeg"
+    text = await upload(client, user, "notes.txt", samples["txt"])
+    assert text["status"] == "ready" and text["variants"] == [] and text["job"] is None
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("corrupt.jpg", "Cannot"),
+        ("bomb.png", "over the limit of 100000000 pixels"),
+    ],
+)
+async def test_hostile_images_fail_with_a_reason(
+    client: Client, user: Caller, media_samples: dict[str, Path], name: str, reason: str
+) -> None:
+    content = media_samples[name].read_bytes()
+    media = await settled(client, user.token, (await upload(client, user, name, content))["id"])
+    assert media["status"] == "failed"
+    assert reason in media["error"]
+    assert media["variants"] == []
+    assert media["job"]["state"] == "failed" and media["job"]["attempts"] == 1  # no retry
+
+
+async def test_playlist_posing_as_video_fails(
+    client: Client, user: Caller, samples: dict[str, bytes], settings: Settings, tmp_path: Path
+) -> None:
+    """A playlist that would read a local file must be refused, and read nothing."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not read")
+    media = await settled(
+        client, user.token, (await upload(client, user, "v.mp4", samples["mp4"]))["id"]
+    )
+    stored = settings.storage_path / f"media/user/{user.sub}/{media['id']}.mp4"
+    stored.write_text(f"#EXTM3U\n#EXTINF:1,\nfile://{secret}\n#EXT-X-ENDLIST\n")
+    before = secret.stat().st_atime_ns
+    body = {"operations": ["thumbnail"]}
+    response = await client.request(
+        "POST", f"{API}/{media['id']}/process/", token=user.token, json_body=body
+    )
+    assert response.status == 202
+    failed = await settled(client, user.token, media["id"])
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("Could not read the file")
+    assert secret.stat().st_atime_ns == before
+
+
+async def test_failed_media_can_be_retried(
+    client: Client,
+    user: Caller,
+    media_samples: dict[str, Path],
+    samples: dict[str, bytes],
+    settings: Settings,
+) -> None:
+    media = await upload(client, user, "c.jpg", media_samples["corrupt.jpg"].read_bytes())
+    assert (await settled(client, user.token, media["id"]))["status"] == "failed"
+    stored = settings.storage_path / f"media/user/{user.sub}/{media['id']}.jpg"
+    stored.write_bytes(samples["jpg"])  # the original was repaired out of band
+    body = {"operations": ["thumbnail", "optimize"]}
+    response = await client.request(
+        "POST", f"{API}/{media['id']}/process/", token=user.token, json_body=body
+    )
+    assert response.status == 202
+    retried = await settled(client, user.token, media["id"])
+    assert retried["status"] == "ready" and retried["error"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"operations": ["sharpen"]}, 400),
+        ({"operations": []}, 400),
+        ({"operations": "thumbnail"}, 400),
+        ({"operations": ["resize"]}, 400),
+        ({"operations": ["resize"], "options": {"resize": {"width": 0, "height": 10}}}, 400),
+        ({"operations": ["resize"], "options": {"resize": {"width": 10, "height": 99999}}}, 400),
+        ({"operations": ["resize"], "options": {"resize": {"width": "10", "height": 10}}}, 400),
+        ({"operations": ["thumbnail"], "options": {"resize": {"width": 10, "height": 10}}}, 400),
+        ({"operations": ["thumbnail"], "extra": 1}, 400),
+    ],
+)
+async def test_process_refuses_bad_requests(
+    client: Client, user: Caller, samples: dict[str, bytes], body: dict[str, Any], status: int
+) -> None:
+    media = await settled(
+        client, user.token, (await upload(client, user, "p.jpg", samples["jpg"]))["id"]
+    )
+    response = await client.request(
+        "POST", f"{API}/{media['id']}/process/", token=user.token, json_body=body
+    )
+    assert response.status == status
+    assert set(response.json) == {"error"}
+    after = (await client.request("GET", f"{API}/{media['id']}/", token=user.token)).json
+    assert after["status"] == "ready" and after["job"]["id"] == media["job"]["id"]
+
+
+async def test_process_rules_by_type_and_state(
+    client: Client, user: Caller, other_user: Caller, samples: dict[str, bytes]
+) -> None:
+    text = await upload(client, user, "t.txt", samples["txt"])
+    body = {"operations": ["thumbnail"]}
+    response = await client.request(
+        "POST", f"{API}/{text['id']}/process/", token=user.token, json_body=body
+    )
+    assert response.status == 400
+    audio = await upload(client, user, "a.mp3", samples["mp3"])
+    optimize = {"operations": ["optimize"]}
+    response = await client.request(
+        "POST", f"{API}/{audio['id']}/process/", token=user.token, json_body=optimize
+    )
+    assert response.status == 400
+    response = await client.request(
+        "POST", f"{API}/{audio['id']}/process/", token=other_user.token, json_body=body
+    )
+    assert response.status == 404
+
+
+async def test_deleting_media_deletes_variants(
+    client: Client, user: Caller, samples: dict[str, bytes], settings: Settings
+) -> None:
+    media = await settled(
+        client, user.token, (await upload(client, user, "d.jpg", samples["jpg"]))["id"]
+    )
+    folder = settings.storage_path / f"media/user/{user.sub}"
+    assert len([p for p in folder.iterdir() if p.name.startswith(media["id"])]) == 4
+    assert (await client.request("DELETE", f"{API}/{media['id']}/", token=user.token)).status == 204
+    assert [p for p in folder.iterdir() if p.name.startswith(media["id"])] == []
+
+
+def test_server_process_never_imports_pyvips() -> None:
+    assert "pyvips" not in sys.modules
+
+
+# ---- crashes and hangs, on a service of their own (short timeouts)
+
+
+@pytest.fixture
+async def strict_service(tmp_path: Path) -> AsyncIterator[tuple[Service, Client]]:
+    settings = Settings(
+        data_dir=str(tmp_path / "var"),
+        port=0,
+        embedded_db_in_memory=True,
+        jwt_secret=TEST_SECRET,
+        log_level="warning",
+        workers=2,
+        job_timeout=3,
+        job_max_attempts=2,
+        dispatcher_poll_interval=0.1,
+        shutdown_timeout=1,
+    )
+    service = await start_service(settings)
+    yield service, Client(f"http://127.0.0.1:{service.port}")
+    await service.stop()
+
+
+def _busy_worker(data_dir: str) -> psutil.Process | None:
+    """A worker process of the service at `data_dir` that is running ffmpeg right now."""
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if process.name() == "ffmpeg" and data_dir in " ".join(process.cmdline()):
+                return process.parent()
+        except psutil.Error:
+            continue
+    return None
+
+
+async def test_killed_worker_breaks_only_its_job(
+    strict_service: tuple[Service, Client], media_samples: dict[str, Path]
+) -> None:
+    service, client = strict_service
+    sub = str(uuid.uuid4())
+    caller = Caller(sub, make_token(sub))
+    content = media_samples["long.mp4"].read_bytes()
+    ids = [(await upload(client, caller, f"v{i}.mp4", content))["id"] for i in range(4)]
+    victim = None
+    for _ in range(1000):  # find a worker busy transcoding, and kill it mid-job
+        victim = _busy_worker(service.context.settings.data_dir)
+        if victim is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert victim is not None, "no worker got busy"
+    os.kill(victim.pid, signal.SIGKILL)
+    results = [await settled(client, caller.token, media_id, timeout=120) for media_id in ids]
+    assert [m["status"] for m in results] == ["ready"] * 4, [m["error"] for m in results]
+    assert max(m["job"]["attempts"] for m in results) <= 2
+
+
+async def test_hung_job_is_killed_at_its_timeout(
+    strict_service: tuple[Service, Client], samples: dict[str, bytes]
+) -> None:
+    service, client = strict_service
+    sub = str(uuid.uuid4())
+    caller = Caller(sub, make_token(sub))
+    media = await settled(
+        client, caller.token, (await upload(client, caller, "h.jpg", samples["jpg"]))["id"]
+    )
+    stored = service.context.settings.storage_path / f"media/user/{sub}/{media['id']}.jpg"
+    stored.unlink()
+    os.mkfifo(stored)  # opening it blocks forever: a real hang inside the worker
+    healthy = await upload(client, caller, "ok.png", samples["png"])
+    started = time.monotonic()
+    body = {"operations": ["thumbnail"]}
+    response = await client.request(
+        "POST", f"{API}/{media['id']}/process/", token=caller.token, json_body=body
+    )
+    assert response.status == 202
+    hung = await settled(client, caller.token, media["id"], timeout=60)
+    assert hung["status"] == "failed"
+    assert hung["error"] == "Processing took longer than 3s"
+    assert hung["job"]["attempts"] == 2
+    assert time.monotonic() - started < 30
+    assert (await settled(client, caller.token, healthy["id"]))["status"] == "ready"
