@@ -279,6 +279,18 @@ class Settings:
     dispatcher_poll_interval: float = setting(
         1.0, "Seconds between looks for new jobs when idle.", "processing", minimum=0.05
     )
+    image_operations: tuple[str, ...] = setting(
+        ("thumbnail", "optimize"),
+        "Operations every image upload gets (thumbnail, optimize; empty: none).",
+        "processing",
+        kind="list",
+    )
+    video_operations: tuple[str, ...] = setting(
+        ("thumbnail", "optimize"),
+        "Operations every video upload gets (thumbnail, optimize; empty: none).",
+        "processing",
+        kind="list",
+    )
     thumbnail_size: int = setting(
         320, "Long side of thumbnails, in pixels.", "processing", minimum=16, maximum=4096
     )
@@ -459,6 +471,12 @@ def _check_consistency(settings: Settings) -> None:
         raise SettingsError("setting default_page_size: larger than max_page_size")
     if not re.fullmatch(r"[0-9]{2,4}x[0-9]{2,4}", settings.waveform_size):
         raise SettingsError("setting waveform_size: use WIDTHxHEIGHT, e.g. 800x160")
+    for name in ("image_operations", "video_operations"):
+        unknown = set(getattr(settings, name)) - {"thumbnail", "optimize"}
+        if unknown:
+            raise SettingsError(
+                f"setting {name}: only thumbnail and optimize, not {sorted(unknown)}"
+            )
     if settings.public_url and not re.fullmatch(
         r"^https?://[^/?#\s]+(/[^?#\s]*)?$", settings.public_url
     ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -32,6 +33,8 @@ class SpoolWriter:
         self._batch_size = 0
         self._in_flight: asyncio.Future[None] | None = None
         self._discarded = False
+        self._written = 0  # touched only by the writing thread
+        self._advised = 0
 
     async def write(self, data: bytes) -> None:
         """Queue bytes; waits only when the previous batch is still being written."""
@@ -82,6 +85,20 @@ class SpoolWriter:
         while view:
             written = self._file.write(view)
             view = view[written:]
+        self._written += len(data)
+        self._start_writeback()
+
+    def _start_writeback(self) -> None:
+        """Ask the kernel to write the last batches out now and drop what is already on disk.
+
+        Otherwise the whole upload is still dirty in the page cache when `finish` fsyncs it,
+        and the client waits for all of it at once; this also keeps uploads from filling
+        the cache with data nobody is about to read.
+        """
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(self._file.fileno(), self._advised, 0, os.POSIX_FADV_DONTNEED)
+        # Pages of the last batches may still be under writeback: look at them again next time.
+        self._advised = max(0, self._written - 2 * FLUSH_BYTES)
 
     def _close_synced(self) -> None:
         self._file.flush()

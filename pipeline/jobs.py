@@ -13,10 +13,14 @@ OPERATIONS = ("thumbnail", "optimize", "resize")
 ACTIVE_STATES = ("queued", "running")
 
 
-def default_operations(media_type: str, content_type: str) -> list[str]:
+def default_operations(
+    media_type: str, content_type: str, image_ops: tuple[str, ...], video_ops: tuple[str, ...]
+) -> list[str]:
     """What an upload of this type gets without being asked; empty: nothing applies."""
-    if media_type in ("image", "video"):
-        return ["thumbnail", "optimize"]
+    if media_type == "image":
+        return list(image_ops)
+    if media_type == "video":
+        return list(video_ops)
     if media_type == "audio":
         return ["thumbnail"]  # a waveform image
     if content_type == "application/pdf":

@@ -111,7 +111,12 @@ class MediaService:
         kind = received.kind
         media_id = str(uuid.uuid4())
         key = f"media/{entity_type}/{entity_id}/{media_id}.{kind.extension}"
-        operations = default_operations(kind.media_type, kind.content_type)
+        operations = default_operations(
+            kind.media_type,
+            kind.content_type,
+            self.settings.image_operations,
+            self.settings.video_operations,
+        )
         now = self.clock()
         media: Doc = {
             "_id": media_id,
