@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: setup run test lint typecheck check bench-upload config-example clean
+.PHONY: setup run test lint typecheck check bench-upload bench-pipeline config-example clean
 
 setup: $(STAMP)  ## install system packages and the virtual environment
 
@@ -38,6 +38,9 @@ check: lint typecheck test  ## everything CI cares about
 
 bench-upload: setup  ## streaming upload benchmark (500 MB)
 	$(BIN)/python bench/upload.py $(ARGS)
+
+bench-pipeline: setup  ## processing benchmark (24 MP JPEGs)
+	$(BIN)/python bench/pipeline.py $(ARGS)
 
 config-example: setup  ## regenerate config/mediasvc.conf.example from the settings schema
 	$(BIN)/python -c "from mediasvc.settings import render; print(render(commented=True), end='')" > config/mediasvc.conf.example

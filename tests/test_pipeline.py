@@ -348,6 +348,7 @@ async def strict_service(tmp_path: Path) -> AsyncIterator[tuple[Service, Client]
         workers=2,
         job_timeout=3,
         job_max_attempts=2,
+        max_animation_frames=5,
         dispatcher_poll_interval=0.1,
         shutdown_timeout=1,
     )
@@ -413,3 +414,34 @@ async def test_hung_job_is_killed_at_its_timeout(
     assert hung["job"]["attempts"] == 2
     assert time.monotonic() - started < 30
     assert (await settled(client, caller.token, healthy["id"]))["status"] == "ready"
+
+
+async def test_animation_frame_limit(
+    strict_service: tuple[Service, Client], media_samples: dict[str, Path]
+) -> None:
+    _, client = strict_service
+    sub = str(uuid.uuid4())
+    caller = Caller(sub, make_token(sub))
+    content = media_samples["animated.gif"].read_bytes()
+    media = await settled(
+        client, caller.token, (await upload(client, caller, "a.gif", content))["id"]
+    )
+    assert media["status"] == "failed"
+    assert media["error"] == "Animation has 10 frames, over the limit of 5"
+
+
+async def test_event_loop_stays_responsive_while_workers_are_busy(
+    client: Client, user: Caller, media_samples: dict[str, Path]
+) -> None:
+    content = media_samples["long.mp4"].read_bytes()
+    ids = [(await upload(client, user, f"busy{i}.mp4", content))["id"] for i in range(4)]
+    slowest = 0.0
+    for _ in range(20):
+        started = time.monotonic()
+        response = await client.request("GET", f"{API}/?entity_id={user.sub}", token=user.token)
+        slowest = max(slowest, time.monotonic() - started)
+        assert response.status == 200
+        await asyncio.sleep(0.05)
+    assert slowest < 1.0, f"a list request took {slowest:.2f}s while the pool was busy"
+    for media_id in ids:
+        assert (await settled(client, user.token, media_id, timeout=120))["status"] == "ready"

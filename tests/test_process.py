@@ -18,23 +18,30 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mediasvc.embedded_db import free_loopback_port
+from mediasvc.embedded_db import EmbeddedMongo, free_loopback_port
 from tests.conftest import API, multipart_body
 
 BIN = Path(sys.executable).parent
 
 
+def service_env(**settings: str) -> dict[str, str]:
+    """This environment without the caller's MEDIASVC_* variables, plus `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASVC_")}
+    env["MEDIASVC_LOG_LEVEL"] = "warning"
+    env.update({f"MEDIASVC_{name.upper()}": value for name, value in settings.items()})
+    return env
+
+
 class Server:
     """A `mediasvc serve` subprocess on a free port."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, **settings: str) -> None:
         self.data_dir = data_dir
         self.port = free_loopback_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASVC_")}
-        env["MEDIASVC_LOG_LEVEL"] = "warning"
+        self.env = service_env(**settings)
         self.process = subprocess.Popen(
             [str(BIN / "mediasvc"), "serve", "--data-dir", str(data_dir), "--port", str(self.port)],
-            env=env,
+            env=self.env,
             stdin=subprocess.DEVNULL,
         )
         self.wait_ready()
@@ -76,6 +83,28 @@ class Server:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
+
+    def upload(self, token: str, sub: str, name: str, content: bytes) -> dict[str, object]:
+        body, content_type = multipart_body(
+            {"entity_type": "user", "entity_id": sub}, [("file", name, content)]
+        )
+        status, media = self.request("POST", f"{API}/upload/", token, body, content_type)
+        assert status == 201, media
+        return media
+
+    def settled(self, token: str, media_id: object, timeout: float = 60) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _, media = self.request("GET", f"{API}/{media_id}/", token)
+            if media["status"] in ("ready", "failed"):
+                return media
+            time.sleep(0.1)
+        raise AssertionError(f"media {media_id} did not settle")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
 
     def database_child(self) -> psutil.Process:
         children = psutil.Process(self.process.pid).children()
@@ -141,3 +170,88 @@ def test_invalid_setting_stops_startup(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "setting max_video_size" in result.stderr
+
+
+def _video(tmp_path: Path, seconds: int = 6) -> bytes:
+    path = tmp_path / "long.mp4"
+    subprocess.run(
+        [
+            "ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=1280x720:rate=25",
+            "-t", str(seconds), "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "ultrafast",
+            str(path),
+        ],
+        check=True,
+    )  # fmt: skip
+    return path.read_bytes()
+
+
+def test_jobs_in_flight_survive_a_killed_server(tmp_path: Path) -> None:
+    """SIGKILL the server mid-job: after a restart the job's lease expires and it completes."""
+    data = tmp_path / "var"
+    first = Server(data, job_lease="2", dispatcher_poll_interval="0.2")
+    sub = str(uuid.uuid4())
+    token = first.token(sub)
+    media = first.upload(token, sub, "clip.mp4", _video(tmp_path))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # wait until a worker is transcoding it
+        names = [p.name() for p in psutil.Process(first.process.pid).children(recursive=True)]
+        if "ffmpeg" in names:
+            break
+        time.sleep(0.02)
+    else:
+        raise AssertionError("the job never started")
+    first.process.kill()
+    first.process.wait()
+    time.sleep(1)  # the embedded database (SIGTERM via PDEATHSIG) and workers go down
+    second = Server(data, job_lease="2", dispatcher_poll_interval="0.2")
+    try:
+        done = second.settled(token, media["id"], timeout=90)
+        assert done["status"] == "ready", done["error"]
+        job = done["job"]
+        assert isinstance(job, dict) and job["attempts"] == 2
+    finally:
+        second.stop()
+
+
+def test_worker_node_processes_for_an_api_only_node(tmp_path: Path) -> None:
+    """`serve` with processing off and `mediasvc worker` share one external database."""
+    port = free_loopback_port()
+    database = subprocess.Popen(
+        EmbeddedMongo(tmp_path / "db", in_memory=True, start_timeout=20).command(port),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    data = tmp_path / "var"
+    worker = None
+    try:
+        api = Server(data, mongodb_uri=uri, processing_enabled="false")
+        worker = subprocess.Popen(
+            [str(BIN / "mediasvc"), "worker", "--data-dir", str(data)],
+            env=service_env(mongodb_uri=uri, dispatcher_poll_interval="0.2"),
+            stdin=subprocess.DEVNULL,
+        )
+        sub = str(uuid.uuid4())
+        token = api.token(sub)
+        media = api.upload(token, sub, "notes.pdf", _pdf())
+        done = api.settled(token, media["id"])
+        assert done["status"] == "ready", done["error"]
+        assert [v["name"] for v in done["variants"]] == ["thumbnail"]  # type: ignore[union-attr]
+        assert not [p for p in psutil.Process(api.process.pid).children(recursive=True)], (
+            "the API-only node started workers"
+        )
+        api.stop()
+        worker.terminate()
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+        database.terminate()
+        database.wait(timeout=10)
+
+
+def _pdf() -> bytes:
+    from tests.conftest import _tiny_pdf
+
+    return _tiny_pdf()
