@@ -28,6 +28,7 @@ setup(
         "nx-27017>=0.8",
         "pyvips>=2.2",
         "ffmpeg-python>=0.2",
+        "boto3>=1.34",
     ],
     entry_points={"console_scripts": ["mediasvc=mediasvc.cli:main"]},
 )

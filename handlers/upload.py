@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tornado.web
 
+from mediasvc.auth import Principal
 from mediasvc.errors import MediaError
 from mediasvc.handlers.base import BaseHandler
 from mediasvc.handlers.media import API
@@ -26,11 +27,14 @@ class UploadHandler(BaseHandler):
     async def prepare(self) -> None:
         await super().prepare()
         principal = self.authenticate()
-        settings = self.ctx.settings
         boundary = boundary_of(self.request.headers.get("Content-Type"))
-        self.receiver = MultipartReceiver(
+        self.receiver = self.make_receiver(boundary, principal)
+
+    def make_receiver(self, boundary: str, principal: Principal) -> MultipartReceiver:
+        """One file in the `file` field."""
+        return MultipartReceiver(
             boundary,
-            settings,
+            self.ctx.settings,
             self.ctx.io_executor,
             before_file=lambda fields: self.ctx.media.check_upload_target(principal, fields),
         )
@@ -67,4 +71,40 @@ class UploadHandler(BaseHandler):
         super().on_connection_close()
 
 
-routes = [(rf"{API}/upload/?", UploadHandler)]
+@tornado.web.stream_request_body
+class BatchUploadHandler(UploadHandler):
+    """POST /batch_upload/: `files` repeated; each file is validated and stored on its own."""
+
+    @property
+    def body_limit(self) -> int:
+        return self.ctx.settings.max_batch_size
+
+    def make_receiver(self, boundary: str, principal: Principal) -> MultipartReceiver:
+        return MultipartReceiver(
+            boundary,
+            self.ctx.settings,
+            self.ctx.io_executor,
+            file_fields=frozenset({"files"}),
+            max_files=self.ctx.settings.max_batch_files,
+            before_file=lambda fields: self.ctx.media.check_upload_target(principal, fields),
+            per_file_errors=True,
+        )
+
+    async def post(self) -> None:
+        receiver = self.receiver
+        assert receiver is not None
+        self.body_complete = True
+        try:
+            await receiver.close()
+            result = await self.ctx.media.create_batch(
+                self.principal, receiver.fields, receiver.files, receiver.rejected
+            )
+        finally:
+            receiver.discard()
+        if result["summary"]["successful"]:
+            self.write_json(result, status=201)
+        else:
+            self.write_json({"error": "No file could be uploaded", **result}, status=400)
+
+
+routes = [(rf"{API}/upload/?", UploadHandler), (rf"{API}/batch_upload/?", BatchUploadHandler)]

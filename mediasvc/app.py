@@ -21,7 +21,7 @@ from pymongo import AsyncMongoClient
 from mediasvc.auth import TokenAuthority
 from mediasvc.context import AppContext
 from mediasvc.embedded_db import EmbeddedMongo
-from mediasvc.handlers import files, media, upload
+from mediasvc.handlers import files, media, presigned, upload
 from mediasvc.handlers.base import NotFoundHandler, log_request
 from mediasvc.pipeline.dispatcher import Dispatcher
 from mediasvc.pipeline.pool import PoolConfig, WorkerPool
@@ -29,16 +29,23 @@ from mediasvc.pipeline.queue import JobQueue
 from mediasvc.repository import MongoMediaRepository
 from mediasvc.secretfiles import resolve_secrets
 from mediasvc.services.media import MediaService
+from mediasvc.services.presigned import PresignedUploads
 from mediasvc.settings import Settings
 from mediasvc.storage import BlobStore
 from mediasvc.storage.local import LocalBlobStore, UrlSigner
+from mediasvc.storage.s3 import S3BlobStore
 
 log = logging.getLogger(__name__)
 
 
 def make_app(context: AppContext) -> tornado.web.Application:
     """The Tornado application: routes collected from the handler modules."""
-    routes: list[Any] = [*upload.routes, *media.routes, *files.routes_for(context.blobs)]
+    routes: list[Any] = [
+        *upload.routes,
+        *presigned.routes_for(context.blobs),
+        *media.routes,
+        *files.routes_for(context.blobs),
+    ]
     return tornado.web.Application(
         routes,
         context=context,
@@ -49,8 +56,16 @@ def make_app(context: AppContext) -> tornado.web.Application:
     )
 
 
-def make_blob_store(settings: Settings, url_secret: str, executor: ThreadPoolExecutor) -> BlobStore:
-    """The blob store the settings ask for."""
+async def make_blob_store(
+    settings: Settings, url_secret: str, executor: ThreadPoolExecutor, stack: AsyncExitStack
+) -> BlobStore:
+    """The blob store the settings ask for, checked and ready."""
+    if settings.storage == "s3":
+        s3_threads = ThreadPoolExecutor(settings.s3_threads, thread_name_prefix="mediasvc-s3")
+        stack.callback(s3_threads.shutdown, wait=True)
+        store = S3BlobStore(settings, s3_threads)
+        await store.start()
+        return store
     signer = UrlSigner(url_secret, settings.file_url_ttl)
     return LocalBlobStore(settings.storage_path, signer, executor)
 
@@ -87,6 +102,9 @@ async def start_service(settings: Settings) -> Service:
         sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
         server.add_sockets(sockets)
         port = int(sockets[0].getsockname()[1])
+        if settings.sweep_interval > 0:
+            sweeper = asyncio.create_task(context.presigned.sweep_forever(), name="sweeper")
+            stack.push_async_callback(_cancel, sweeper)
         return Service(context, server, port, stack)
     except BaseException:
         await stack.aclose()
@@ -112,7 +130,7 @@ async def _build_context(settings: Settings, stack: AsyncExitStack) -> AppContex
     await repository.ensure_indexes()
     executor = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="mediasvc-io")
     stack.callback(executor.shutdown, wait=True)
-    blobs = make_blob_store(settings, url_secret, executor)
+    blobs = await make_blob_store(settings, url_secret, executor, stack)
     dispatcher = _start_dispatcher(settings, repository, blobs, executor, stack)
     media = MediaService(
         repository,
@@ -127,6 +145,7 @@ async def _build_context(settings: Settings, stack: AsyncExitStack) -> AppContex
         blobs=blobs,
         io_executor=executor,
         media=media,
+        presigned=PresignedUploads(media),
         dispatcher=dispatcher,
     )
 
@@ -188,6 +207,18 @@ async def run_worker(settings: Settings) -> None:
         log.info("shutting down")
     finally:
         await stack.aclose()
+
+
+async def collect_garbage(settings: Settings) -> dict[str, int]:
+    """One sweep of expired presigned uploads and stale multipart uploads (`mediasvc gc`)."""
+    async with AsyncExitStack() as stack:
+        context = await _build_context(settings.replace(processing_enabled=False), stack)
+        return await context.presigned.sweep()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _until_signalled() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 from typing import Any
@@ -31,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--ttl", type=int, help="lifetime in seconds")
     commands.add_parser("config", parents=[common], help="print the effective settings")
+    commands.add_parser(
+        "gc", parents=[common], help="sweep expired presigned uploads and stale multipart uploads"
+    )
     commands.add_parser(
         "worker", parents=[common], help="process jobs without serving HTTP (a processing node)"
     )
@@ -61,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    from mediasvc.app import run_worker, serve  # after the settings are known good
+    from mediasvc.app import collect_garbage, run_worker, serve  # once settings are good
+
+    if args.command == "gc":
+        print(json.dumps(asyncio.run(collect_garbage(settings))))
+        return 0
 
     run = run_worker if args.command == "worker" else serve
     with contextlib.suppress(KeyboardInterrupt):

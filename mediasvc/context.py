@@ -9,6 +9,7 @@ from mediasvc.auth import TokenAuthority
 from mediasvc.pipeline.dispatcher import Dispatcher
 from mediasvc.repository import MediaRepository
 from mediasvc.services.media import MediaService
+from mediasvc.services.presigned import PresignedUploads
 from mediasvc.settings import Settings
 from mediasvc.storage import BlobStore
 
@@ -23,4 +24,5 @@ class AppContext:
     blobs: BlobStore
     io_executor: ThreadPoolExecutor
     media: MediaService
+    presigned: PresignedUploads
     dispatcher: Dispatcher | None = None

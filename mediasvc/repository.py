@@ -95,6 +95,14 @@ class MediaRepository(ABC):
         """Unmark the primary media of an entity unless it is `except_id`."""
 
     @abstractmethod
+    async def transition(self, media_id: str, from_status: str, changes: Doc) -> Doc | None:
+        """Set fields only if the media still has `from_status` (one caller wins a race)."""
+
+    @abstractmethod
+    async def expired_pending(self, before: int, limit: int) -> list[Doc]:
+        """Pending media whose upload URL expired before `before` (ms)."""
+
+    @abstractmethod
     async def insert_job(self, job: Doc) -> None:
         """Queue a processing job."""
 
@@ -133,6 +141,9 @@ class MongoMediaRepository(MediaRepository):
                 [("entity_type", ASCENDING), ("entity_id", ASCENDING)], name="by_entity"
             )
             await self._media.create_index([("uploaded_by", ASCENDING)], name="by_uploader")
+            await self._media.create_index(
+                [("status", ASCENDING), ("upload_expires_at", ASCENDING)], name="pending_expiry"
+            )
             await self._media.create_index(LIST_ORDER[:2], name="list_order")
             await self._jobs.create_index([("media_id", ASCENDING)], name="by_media")
             await self._jobs.create_index(
@@ -209,6 +220,18 @@ class MongoMediaRepository(MediaRepository):
                 {"primary_slot": f"{entity_type}:{entity_id}", "_id": {"$ne": except_id}},
                 {"$set": {"is_primary": False}, "$unset": {"primary_slot": ""}},
             )
+
+    async def transition(self, media_id: str, from_status: str, changes: Doc) -> Doc | None:
+        with database_errors():
+            result = await self._media.update_one(
+                {"_id": media_id, "status": from_status}, {"$set": changes}
+            )
+        return await self.get(media_id) if result.matched_count else None
+
+    async def expired_pending(self, before: int, limit: int) -> list[Doc]:
+        with database_errors():
+            cursor = self._media.find({"status": "pending", "upload_expires_at": {"$lt": before}})
+            return await cursor.limit(limit).to_list()
 
     async def insert_job(self, job: Doc) -> None:
         with database_errors():

@@ -131,7 +131,13 @@ class Settings:
         3600, "Lifetime of tokens minted by `mediasvc token`, in seconds.", "auth", minimum=1
     )
     # -- storage
-    storage: str = setting("local", "Blob store backend.", "storage", choices=("local",))
+    storage: str = setting(
+        "local",
+        "Blob store backend: a local folder, or S3-compatible object storage "
+        "(AWS S3, Cloudflare R2, SeaweedFS, MinIO).",
+        "storage",
+        choices=("local", "s3"),
+    )
     storage_dir: str = setting(
         "", "Folder of the local blob store. Empty: <data_dir>/media.", "storage"
     )
@@ -149,6 +155,66 @@ class Settings:
     )
     file_url_ttl: int = setting(
         3600, "Lifetime of signed file URLs, in seconds.", "storage", minimum=1
+    )
+    s3_endpoint_url: str = setting(
+        "", "S3 endpoint URL (empty: AWS). R2: https://<account>.r2.cloudflarestorage.com.", "s3"
+    )
+    s3_region: str = setting("us-east-1", "S3 region (R2: auto).", "s3")
+    s3_bucket: str = setting("", "Bucket that holds all media.", "s3")
+    s3_access_key: str = setting("", "Access key id (empty: the AWS default chain).", "s3")
+    s3_secret_key: str = setting("", "Secret access key.", "s3", secret=True)
+    s3_addressing_style: str = setting(
+        "auto", "Bucket addressing in URLs.", "s3", choices=("auto", "path", "virtual")
+    )
+    s3_public_base_url: str = setting(
+        "",
+        "Public base URL of the bucket (a CDN); `url` fields are <base>/<key>. Empty: presigned "
+        "GET URLs that expire after file_url_ttl.",
+        "s3",
+    )
+    s3_create_bucket: bool = setting(
+        False, "Create the bucket at start-up when it does not exist.", "s3"
+    )
+    s3_multipart_chunk_size: int = setting(
+        16 * MB,
+        "Part size of multipart uploads of large originals (also the threshold).",
+        "s3",
+        kind="size",
+        minimum=5 * MB,
+    )
+    s3_connect_timeout: float = setting(2.0, "Seconds to connect to S3.", "s3", minimum=0.1)
+    s3_read_timeout: float = setting(30.0, "Seconds to wait for an S3 answer.", "s3", minimum=0.1)
+    s3_max_attempts: int = setting(3, "Attempts of one S3 call (retries).", "s3", minimum=1)
+    s3_threads: int = setting(
+        8, "Threads for S3 transfers (boto3 never runs on the event loop).", "s3", minimum=1
+    )
+    # -- presigned uploads
+    presigned_upload_ttl: int = setting(
+        3600, "Seconds a presigned upload URL stays valid.", "uploads", minimum=60
+    )
+    pending_upload_grace: int = setting(
+        300,
+        "Seconds after its URL expired before an unconfirmed upload is swept.",
+        "uploads",
+        minimum=0,
+    )
+    incomplete_multipart_max_age: int = setting(
+        86400,
+        "Seconds before an S3 multipart upload that never completed is aborted by the sweep.",
+        "uploads",
+        minimum=60,
+    )
+    sweep_interval: float = setting(
+        300.0,
+        "Seconds between sweeps of expired uploads (0: no periodic sweep).",
+        "uploads",
+        minimum=0,
+    )
+    max_batch_files: int = setting(
+        20, "Most files one batch_upload may carry.", "uploads", minimum=1
+    )
+    max_batch_size: int = setting(
+        1024 * MB, "Largest batch_upload body.", "uploads", kind="size", minimum=MB
     )
     # -- upload limits
     max_image_size: int = setting(
@@ -469,6 +535,12 @@ def _read_config_file(path: str, by_name: Mapping[str, dataclasses.Field[Any]]) 
 def _check_consistency(settings: Settings) -> None:
     if settings.default_page_size > settings.max_page_size:
         raise SettingsError("setting default_page_size: larger than max_page_size")
+    if settings.storage == "s3" and not settings.s3_bucket:
+        raise SettingsError("setting s3_bucket: required when storage = s3")
+    for name in ("s3_endpoint_url", "s3_public_base_url"):
+        value = getattr(settings, name)
+        if value and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", value):
+            raise SettingsError(f"setting {name}: must be an absolute http(s) URL")
     if not re.fullmatch(r"[0-9]{2,4}x[0-9]{2,4}", settings.waveform_size):
         raise SettingsError("setting waveform_size: use WIDTHxHEIGHT, e.g. 800x160")
     for name in ("image_operations", "video_operations"):

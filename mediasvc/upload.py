@@ -48,6 +48,10 @@ class _FilePart:
     sniffed: bool = False
 
 
+class _Skipped:
+    """A rejected file part whose remaining bytes are read and dropped."""
+
+
 def boundary_of(content_type: str | None) -> str:
     """The multipart boundary of a Content-Type header, or a 400."""
     main_type = (content_type or "").split(";", 1)[0].strip().lower()
@@ -77,6 +81,8 @@ class MultipartReceiver:
     `file_fields` names the parts that may carry files and `max_files` how many;
     `before_file` sees the fields received so far when a file starts, so a request
     that cannot succeed (no permission, bad entity) is refused before its bytes are read.
+    With `per_file_errors`, a bad file (type, size, emptiness) is set aside in `rejected`
+    and its bytes skipped, while the other files go on; the form itself must still be sound.
     """
 
     def __init__(
@@ -88,17 +94,20 @@ class MultipartReceiver:
         file_fields: frozenset[str] = frozenset({"file"}),
         max_files: int = 1,
         before_file: Callable[[dict[str, str]], None] | None = None,
+        per_file_errors: bool = False,
     ) -> None:
         self._settings = settings
         self._executor = executor
         self._file_fields = file_fields
         self._max_files = max_files
         self._before_file = before_file
+        self._per_file_errors = per_file_errors
         self.fields: dict[str, str] = {}
         self.files: list[ReceivedFile] = []
+        self.rejected: list[dict[str, str]] = []
         self._field_name: str | None = None
         self._field_value = bytearray()
-        self._file: _FilePart | None = None
+        self._file: _FilePart | _Skipped | None = None
         try:
             self._parser = multipart.PushMultipartParser(
                 boundary,
@@ -132,14 +141,30 @@ class MultipartReceiver:
             received.spool.discard()
 
     async def _on_event(self, event: multipart.MultipartSegment | bytes | None) -> None:
+        part = self._file
         if isinstance(event, multipart.MultipartSegment):
             self._start_part(event)
-        elif event is None:
-            await self._end_part()
-        elif self._file is not None:
-            await self._file_bytes(event)
+        elif isinstance(part, _Skipped):
+            if event is None:
+                self._file = None
+        elif part is None:
+            if event is None:
+                self._end_field()
+            else:
+                self._field_bytes(event)
         else:
-            self._field_bytes(event)
+            try:
+                await (self._end_file(part) if event is None else self._file_bytes(part, event))
+            except (BadRequest, TooLarge) as exc:
+                if not self._per_file_errors:
+                    raise
+                self._reject(part, exc.message, ended=event is None)
+
+    def _reject(self, part: _FilePart, message: str, *, ended: bool) -> None:
+        part.received.spool.discard()
+        self.files.remove(part.received)
+        self.rejected.append({"filename": _printable(part.received.raw_filename), "error": message})
+        self._file = None if ended else _Skipped()
 
     def _start_part(self, segment: multipart.MultipartSegment) -> None:
         name = segment.name or ""
@@ -153,9 +178,17 @@ class MultipartReceiver:
             return
         if name not in self._file_fields:
             raise BadRequest(f"Unexpected file in field '{_printable(name)}'")
-        if len(self.files) >= self._max_files:
+        if len(self.files) + len(self.rejected) >= self._max_files:
             raise BadRequest(f"At most {self._max_files} file(s) per request")
-        self._file = self._open_file(name, segment.filename)
+        if self._before_file is not None:
+            self._before_file(self.fields)
+        try:
+            self._file = self._open_file(name, segment.filename)
+        except BadRequest as exc:
+            if not self._per_file_errors:
+                raise
+            self.rejected.append({"filename": _printable(segment.filename), "error": exc.message})
+            self._file = _Skipped()
 
     def _open_file(self, name: str, filename: str) -> _FilePart:
         extension = extension_of(filename)
@@ -164,16 +197,12 @@ class MultipartReceiver:
             if not extension:
                 raise BadRequest("File name has no extension")
             raise BadRequest(f"File extension '{_printable(extension)[:32]}' is not allowed")
-        if self._before_file is not None:
-            self._before_file(self.fields)
         spool = SpoolWriter(self._settings.spool_path, self._executor, suffix=f".{kind.extension}")
         received = ReceivedFile(field_name=name, raw_filename=filename, kind=kind, spool=spool)
         self.files.append(received)
         return _FilePart(received, limit=self._settings.size_limit(kind.media_type))
 
-    async def _file_bytes(self, data: bytes) -> None:
-        part = self._file
-        assert part is not None
+    async def _file_bytes(self, part: _FilePart, data: bytes) -> None:
         if part.received.size + len(data) > part.limit:
             raise size_error(part.received.kind.media_type, part.limit)
         if not part.sniffed:
@@ -187,11 +216,8 @@ class MultipartReceiver:
             raise BadRequest(f"Field '{_printable(self._field_name or '')}' is too long")
         self._field_value += data
 
-    async def _end_part(self) -> None:
-        part, self._file = self._file, None
-        if part is None:
-            self._end_field()
-            return
+    async def _end_file(self, part: _FilePart) -> None:
+        self._file = None
         if part.received.size == 0:
             raise BadRequest("The submitted file is empty")
         if not part.sniffed:

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mediasvc.auth import Principal
-from mediasvc.errors import BadRequest, Conflict, Forbidden, NotFound
+from mediasvc.errors import BadRequest, Conflict, Forbidden, MediaError, NotFound
 from mediasvc.filenames import clean_filename
-from mediasvc.media_types import MEDIA_TYPES
+from mediasvc.media_types import MEDIA_TYPES, FileKind
 from mediasvc.pipeline.jobs import (
     OPERATIONS,
     applicable_operations,
@@ -100,25 +100,72 @@ class MediaService:
     def check_upload_target(self, principal: Principal, fields: Mapping[str, str]) -> None:
         """Refuse early (before file bytes are read) when the entity is already known to be bad."""
         if "entity_type" in fields and "entity_id" in fields:
-            self._entity_for_upload(principal, fields)
+            self.entity_for_upload(principal, fields)
 
     async def create_from_upload(
         self, principal: Principal, fields: Mapping[str, str], received: ReceivedFile
     ) -> Doc:
         """Store a spooled upload durably, record it, and queue its processing."""
-        entity_type, entity_id = self._entity_for_upload(principal, fields)
+        entity = self.entity_for_upload(principal, fields)
         metadata = self._upload_metadata(fields)
-        kind = received.kind
+        media = self.new_media(principal, entity, received.kind, received.raw_filename, metadata)
+        media.update(file_size=received.size, sha256=received.sha256)
+        operations = self.operations_for(media)
+        media["status"] = "processing" if operations else "ready"
+        await self.blobs.put_file(media["storage_key"], received.spool.path, media["content_type"])
+        await self._record(media, operations)
+        if metadata.get("is_primary"):
+            try:
+                media = await self._make_primary(media, {})
+            except BaseException:  # a refused upload leaves nothing behind
+                await asyncio.shield(self._undo_create(media))
+                raise
+        return media
+
+    async def create_batch(
+        self,
+        principal: Principal,
+        fields: Mapping[str, str],
+        files: list[ReceivedFile],
+        rejected: list[dict[str, str]],
+    ) -> Doc:
+        """Store each file of a batch on its own; bad files are reported, not fatal."""
+        if set(fields) - {"entity_type", "entity_id"}:
+            unknown = sorted(set(fields) - {"entity_type", "entity_id"})[0]
+            raise BadRequest(f"Unknown field '{unknown[:64]}'")
+        self.entity_for_upload(principal, fields)
+        if not files and not rejected:
+            raise BadRequest("No file was submitted in the 'files' field")
+        created, errors = [], list(rejected)
+        for received in files:
+            try:
+                media = await self.create_from_upload(principal, fields, received)
+            except MediaError as exc:
+                errors.append({"filename": received.raw_filename[:255], "error": exc.message})
+                continue
+            created.append(
+                {"id": media["_id"], "filename": media["filename"], "status": media["status"]}
+            )
+        total = len(created) + len(errors)
+        return {
+            "created": created,
+            "errors": errors,
+            "summary": {"total": total, "successful": len(created), "failed": len(errors)},
+        }
+
+    def new_media(
+        self,
+        principal: Principal,
+        entity: tuple[str, str],
+        kind: FileKind,
+        raw_filename: str,
+        metadata: Mapping[str, Any],
+    ) -> Doc:
+        """A new media record with a server-made storage key (not yet stored)."""
+        entity_type, entity_id = entity
         media_id = str(uuid.uuid4())
-        key = f"media/{entity_type}/{entity_id}/{media_id}.{kind.extension}"
-        operations = default_operations(
-            kind.media_type,
-            kind.content_type,
-            self.settings.image_operations,
-            self.settings.video_operations,
-        )
         now = self.clock()
-        media: Doc = {
+        return {
             "_id": media_id,
             "entity_type": entity_type,
             "entity_id": entity_id,
@@ -126,15 +173,15 @@ class MediaService:
             "content_type": kind.content_type,
             "extension": kind.extension,
             "filename": clean_filename(
-                received.raw_filename, kind.extension, self.settings.max_filename_bytes
+                raw_filename, kind.extension, self.settings.max_filename_bytes
             ),
-            "file_size": received.size,
-            "sha256": received.sha256,
-            "storage_key": key,
+            "file_size": 0,
+            "sha256": None,
+            "storage_key": f"media/{entity_type}/{entity_id}/{media_id}.{kind.extension}",
             "title": metadata.get("title", ""),
             "description": metadata.get("description", ""),
             "alt_text": metadata.get("alt_text", ""),
-            "status": "processing" if operations else "ready",
+            "status": "pending",
             "error": None,
             "width": None,
             "height": None,
@@ -145,18 +192,19 @@ class MediaService:
             "uploaded_by": principal.sub,
             "variants": [],
             "thumbnail_key": None,
+            "job": None,
             "created_at": now,
             "updated_at": now,
         }
-        await self.blobs.put_file(key, received.spool.path, kind.content_type)
-        await self._record(media, operations)
-        if metadata.get("is_primary"):
-            try:
-                media = await self._make_primary(media, {})
-            except BaseException:  # a refused upload leaves nothing behind
-                await asyncio.shield(self._undo_create(media))
-                raise
-        return media
+
+    def operations_for(self, media: Doc) -> list[str]:
+        """What a new upload of this media's type gets processed into."""
+        return default_operations(
+            media["media_type"],
+            media["content_type"],
+            self.settings.image_operations,
+            self.settings.video_operations,
+        )
 
     async def _record(self, media: Doc, operations: list[str]) -> None:
         # The file is stored first, so a record never points at nothing; if recording
@@ -181,9 +229,8 @@ class MediaService:
             log.exception("could not remove the record of failed upload %s", media["_id"])
         await self.blobs.delete([media["storage_key"]])
 
-    def _entity_for_upload(
-        self, principal: Principal, fields: Mapping[str, str]
-    ) -> tuple[str, str]:
+    def entity_for_upload(self, principal: Principal, fields: Mapping[str, Any]) -> tuple[str, str]:
+        """The validated (entity_type, entity_id) of an upload; 403 without permission."""
         if "entity_type" not in fields:
             raise BadRequest("entity_type is required")
         if "entity_id" not in fields:
@@ -254,6 +301,10 @@ class MediaService:
         if media is None or not principal.may_see(media):
             raise NotFound("Media not found")
         return media
+
+    async def get_visible_by_id(self, media_id: str) -> Doc:
+        """One media by id, for a caller already checked."""
+        return await self.repository.get(media_id) or _gone()
 
     async def view(self, principal: Principal, media_id: str) -> Doc:
         """Read one media, counting a view."""

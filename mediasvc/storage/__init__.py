@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class PresignedUpload:
+    """Where and how a client PUTs the bytes of a presigned upload."""
+
+    url: str
+    headers: dict[str, str]
+    expires_at: int  # Unix seconds
 
 
 class BlobStore(ABC):
@@ -19,8 +29,16 @@ class BlobStore(ABC):
         """Delete the given keys; keys that do not exist are ignored."""
 
     @abstractmethod
+    async def size_of(self, key: str) -> int | None:
+        """The size of the object under `key`, or None when there is none."""
+
     async def exists(self, key: str) -> bool:
         """Whether an object is stored under `key`."""
+        return await self.size_of(key) is not None
+
+    @abstractmethod
+    async def read_head(self, key: str, length: int) -> bytes:
+        """The first `length` bytes of an object (for type sniffing)."""
 
     @abstractmethod
     async def local_copy(self, key: str, work_dir: Path) -> Path:
@@ -29,6 +47,16 @@ class BlobStore(ABC):
     @abstractmethod
     def url(self, key: str, base_url: str) -> str:
         """A URL a client can fetch the object from (may be signed and expire)."""
+
+    @abstractmethod
+    def presign_upload(
+        self, key: str, content_type: str, size: int, ttl: int, base_url: str
+    ) -> PresignedUpload:
+        """A URL the client PUTs exactly `size` bytes of `content_type` to, valid `ttl` s."""
+
+    async def sweep_incomplete(self, older_than: int) -> int:
+        """Abort partial uploads older than `older_than` seconds; returns how many."""
+        return 0
 
     @abstractmethod
     async def check(self) -> None:

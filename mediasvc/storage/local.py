@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-from mediasvc.storage import BlobStore
+from mediasvc.storage import BlobStore, PresignedUpload
 
 FILES_PREFIX = "/files/"
+UPLOADS_PREFIX = "/uploads/"
 T = TypeVar("T")
 
 
@@ -73,8 +74,36 @@ class LocalBlobStore(BlobStore):
     async def delete(self, keys: Iterable[str]) -> None:
         await self._run(self._delete_files, [self.path_of(k) for k in keys])
 
-    async def exists(self, key: str) -> bool:
-        return await self._run(self.path_of(key).is_file)
+    async def size_of(self, key: str) -> int | None:
+        return await self._run(_file_size, self.path_of(key))
+
+    async def read_head(self, key: str, length: int) -> bytes:
+        return await self._run(_read_head, self.path_of(key), length)
+
+    async def put_new_file(self, key: str, path: Path) -> bool:
+        """Like put_file, but never replaces an existing object; False if one exists."""
+        return await self._run(self._link_into_place, path, self.path_of(key))
+
+    def presign_upload(
+        self, key: str, content_type: str, size: int, ttl: int, base_url: str
+    ) -> PresignedUpload:
+        expires = int(time.time()) + ttl
+        query = urlencode(
+            {
+                "content_type": content_type,
+                "size": size,
+                "expires": expires,
+                "sig": self.signer.signature(_upload_claim(key, content_type, size), expires),
+            }
+        )
+        url = f"{base_url}{UPLOADS_PREFIX}{quote(key)}?{query}"
+        return PresignedUpload(url, {"Content-Type": content_type}, expires)
+
+    def upload_allowed(
+        self, key: str, content_type: str, size: int, expires: str, sig: str
+    ) -> bool:
+        """Whether a presigned PUT's parameters are the ones we signed, and not expired."""
+        return self.signer.valid(_upload_claim(key, content_type, size), expires, sig)
 
     async def local_copy(self, key: str, work_dir: Path) -> Path:
         # Workers read the stored file in place: it never changes once stored.
@@ -100,10 +129,40 @@ class LocalBlobStore(BlobStore):
         _fsync_dir(target.parent)
 
     @staticmethod
+    def _link_into_place(source: Path, target: Path) -> bool:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(source, "rb") as handle:
+            os.fsync(handle.fileno())
+        try:
+            os.link(source, target)  # fails if the target exists: one upload per URL
+        except FileExistsError:
+            return False
+        finally:
+            source.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+        return True
+
+    @staticmethod
     def _delete_files(paths: list[Path]) -> None:
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def _upload_claim(key: str, content_type: str, size: int) -> str:
+    return f"PUT {key} {content_type} {size}"
+
+
+def _file_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except OSError:
+        return None
+
+
+def _read_head(path: Path, length: int) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(length)
 
 
 def _fsync_dir(path: Path) -> None:

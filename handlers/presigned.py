@@ -1,0 +1,125 @@
+"""Presigned uploads: hand out a signed PUT URL, take the PUT (local storage), confirm."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import tornado.web
+
+from mediasvc.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
+from mediasvc.handlers.base import BaseHandler
+from mediasvc.handlers.media import API, MEDIA_ID
+from mediasvc.spool import SpoolWriter
+from mediasvc.storage.local import UPLOADS_PREFIX, LocalBlobStore
+
+_MEDIA_KEY = re.compile(
+    r"media/[a-z][a-z0-9_\-]{0,63}/[0-9a-f\-]{36}/([0-9a-f\-]{36})\.[a-z0-9]{1,5}"
+)
+
+
+class PresignedUploadHandler(BaseHandler):
+    """POST: validate, record a pending media, return the signed PUT URL."""
+
+    async def post(self) -> None:
+        principal = self.authenticate()
+        answer = await self.ctx.presigned.create(principal, self.json_body(), self.base_url)
+        self.write_json(answer, status=201)
+
+
+class ConfirmUploadHandler(BaseHandler):
+    """POST: the uploaded object is checked and the media moves on."""
+
+    async def post(self, media_id: str) -> None:
+        media = await self.ctx.presigned.confirm(self.authenticate(), media_id)
+        self.write_json(self.ctx.media.present(media, self.base_url))
+
+
+@tornado.web.stream_request_body
+class LocalPutHandler(BaseHandler):
+    """PUT to a presigned local URL: streamed to a spool file, then linked into place once.
+
+    The signed URL is the credential. It binds the key, the Content-Type and the exact size,
+    expires, and works once: the object is created with a hard link that never replaces.
+    """
+
+    spool: SpoolWriter | None = None
+    declared_size = 0
+    body_complete = False
+
+    @property
+    def body_limit(self) -> int:
+        return self.declared_size
+
+    async def prepare(self) -> None:
+        key = self.path_args[0] if self.path_args else ""
+        store = self.ctx.blobs
+        assert isinstance(store, LocalBlobStore)
+        content_type = self.get_query_argument("content_type", "")
+        size = self.get_query_argument("size", "")
+        signed = store.upload_allowed(
+            key,
+            content_type,
+            int(size) if re.fullmatch(r"[0-9]{1,15}", size) else -1,
+            self.get_query_argument("expires", ""),
+            self.get_query_argument("sig", ""),
+        )
+        if not signed:
+            raise Forbidden("Invalid or expired upload URL")
+        self.declared_size = int(size)
+        await super().prepare()
+        if self.request.headers.get("Content-Type", "").lower() != content_type:
+            raise BadRequest(f"Content-Type must be {content_type}")
+        await self._check_unused(key)
+        self.spool = SpoolWriter(self.ctx.settings.spool_path, self.ctx.io_executor)
+
+    async def _check_unused(self, key: str) -> None:
+        match = _MEDIA_KEY.fullmatch(key)
+        media = await self.ctx.repository.get(match.group(1)) if match else None
+        if media is None or media["storage_key"] != key:
+            raise NotFound("No upload is expected at this URL")
+        if media["status"] != "pending" or await self.ctx.blobs.exists(key):
+            raise Conflict("This upload URL was already used")
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self.spool is None or self._finished:
+            return
+        if self.spool.size + len(chunk) > self.declared_size:
+            self.spool.discard()
+            self.refuse(TooLarge(f"Body is larger than the declared {self.declared_size} bytes"))
+            return
+        await self.spool.write(chunk)
+
+    async def put(self, key: str) -> None:
+        spool = self.spool
+        assert spool is not None
+        self.body_complete = True
+        try:
+            if spool.size != self.declared_size:
+                raise BadRequest(
+                    f"Body is {spool.size} bytes, not the declared {self.declared_size}"
+                )
+            await spool.finish()
+            store = self.ctx.blobs
+            assert isinstance(store, LocalBlobStore)
+            if not await store.put_new_file(key, spool.path):
+                raise Conflict("This upload URL was already used")
+        finally:
+            spool.discard()
+        self.write_json({"storage_key": key, "size": self.declared_size})
+
+    def on_connection_close(self) -> None:
+        if self.spool is not None and not self.body_complete:
+            self.spool.discard()
+        super().on_connection_close()
+
+
+def routes_for(store: Any) -> list[Any]:
+    """Presign and confirm always; the PUT endpoint only with local storage."""
+    routes: list[Any] = [
+        (rf"{API}/presigned_upload/?", PresignedUploadHandler),
+        (rf"{API}/{MEDIA_ID}/confirm_upload/?", ConfirmUploadHandler),
+    ]
+    if isinstance(store, LocalBlobStore):
+        routes.append((rf"{UPLOADS_PREFIX}(.+)", LocalPutHandler))
+    return routes

@@ -1,0 +1,187 @@
+"""Presigned uploads: the client PUTs the bytes straight to storage, then confirms.
+
+The service records a `pending` media with a server-made key and hands out a signed PUT
+URL; `confirm` checks that the object really exists, has the declared size and sniffs as a
+type allowed for its extension, and only then moves the media on to processing. Uploads
+that are never confirmed are swept once their URL has expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from mediasvc.auth import Principal
+from mediasvc.errors import BadRequest, Conflict, Forbidden, MediaError
+from mediasvc.media_types import extension_of, kind_for_extension, sniff_agrees
+from mediasvc.pipeline.jobs import job_summary, new_job
+from mediasvc.repository import Doc
+from mediasvc.services.media import MediaService, now_ms
+from mediasvc.upload import SNIFF_BYTES, size_error, sniff
+from mediasvc.validation import check_field
+
+log = logging.getLogger(__name__)
+REQUEST_FIELDS = frozenset(
+    {"filename", "content_type", "entity_type", "entity_id", "file_size", "title", "description",
+     "alt_text"}
+)  # fmt: skip
+SWEEP_BATCH = 100
+
+
+class PresignedUploads:
+    """Create, confirm and sweep presigned uploads."""
+
+    def __init__(self, media: MediaService) -> None:
+        self.media = media
+        self.settings = media.settings
+        self.blobs = media.blobs
+        self.repository = media.repository
+
+    async def create(self, principal: Principal, body: Mapping[str, Any], base_url: str) -> Doc:
+        """Validate everything first, then record a pending media and sign its PUT URL."""
+        unknown = sorted(set(body) - REQUEST_FIELDS)
+        if unknown:
+            raise BadRequest(f"Unknown field '{str(unknown[0])[:64]}'")
+        filename = _required_string(body, "filename", 1024)
+        extension = extension_of(filename)
+        kind = kind_for_extension(extension)
+        if kind is None:
+            raise BadRequest(f"File extension '{extension[:32]}' is not allowed")
+        content_type = _required_string(body, "content_type", 255).lower()
+        if content_type not in kind.sniffed:
+            raise BadRequest(
+                f"Content type '{content_type[:64]}' does not match the extension '{extension}'"
+            )
+        entity = self.media.entity_for_upload(principal, body)
+        size = body.get("file_size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise BadRequest("file_size must be a positive integer")
+        limit = self.settings.size_limit(kind.media_type)
+        if size > limit:
+            raise size_error(kind.media_type, limit)
+        metadata = {
+            name: check_field(name, body[name], self.settings)
+            for name in ("title", "description", "alt_text")
+            if name in body
+        }
+        media = self.media.new_media(principal, entity, kind, filename, metadata)
+        ttl = self.settings.presigned_upload_ttl
+        upload = self.blobs.presign_upload(media["storage_key"], content_type, size, ttl, base_url)
+        media.update(file_size=size, upload_expires_at=upload.expires_at * 1000)
+        await self.repository.insert(media)
+        return {
+            "upload_url": upload.url,
+            "upload_headers": upload.headers,
+            "media_id": media["_id"],
+            "storage_key": media["storage_key"],
+            "expires_at": datetime.fromtimestamp(upload.expires_at, UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            ),
+        }
+
+    async def confirm(self, principal: Principal, media_id: str) -> Doc:
+        """Check the uploaded object and move the media on; confirming again changes nothing."""
+        media = await self.media.get_visible(principal, media_id)
+        if media["uploaded_by"] != principal.sub and not principal.is_admin:
+            raise Forbidden("Only the uploader may confirm this upload")
+        if media["status"] != "pending":
+            if media["status"] == "failed" and media.get("upload_rejected"):
+                raise BadRequest(media["error"])
+            return media
+        size = await self.blobs.size_of(media["storage_key"])
+        if size is None:
+            raise Conflict("upload not found")
+        problem = await self._problem_with(media, size)
+        if problem is not None:
+            await self._reject(media, problem)
+        return await self._accept(media)
+
+    async def _problem_with(self, media: Doc, size: int) -> str | None:
+        if size != media["file_size"]:
+            return f"Uploaded size {size} does not match the declared size {media['file_size']}"
+        head = await self.blobs.read_head(media["storage_key"], SNIFF_BYTES)
+        kind = kind_for_extension(media["extension"])
+        assert kind is not None
+        sniffed = await asyncio.get_running_loop().run_in_executor(None, sniff, head)
+        if not sniff_agrees(kind, sniffed, head):
+            return f"File content ({sniffed}) does not match its extension '{kind.extension}'"
+        return None
+
+    async def _reject(self, media: Doc, reason: str) -> None:
+        await self.blobs.delete([media["storage_key"]])
+        changes = {
+            "status": "failed",
+            "error": reason,
+            "upload_rejected": True,
+            "updated_at": now_ms(),
+        }
+        await self.repository.transition(media["_id"], "pending", changes)
+        raise BadRequest(reason)
+
+    async def _accept(self, media: Doc) -> Doc:
+        operations = self.media.operations_for(media)
+        now = now_ms()
+        job = new_job(media["_id"], operations, now) if operations else None
+        changes: Doc = {
+            "status": "processing" if job else "ready",
+            "job": job_summary(job) if job else None,
+            "updated_at": now,
+        }
+        moved = await self.repository.transition(media["_id"], "pending", changes)
+        if moved is None:  # another confirm won the race: report what it did
+            return await self.media.get_visible_by_id(media["_id"])
+        if job is not None:
+            try:
+                await self.repository.insert_job(job)
+            except BaseException:
+                await asyncio.shield(
+                    self.repository.update(media["_id"], {"status": "pending", "job": None})
+                )
+                raise
+            self.media.on_job_queued()
+        return moved
+
+    async def sweep(self) -> dict[str, int]:
+        """Remove pending uploads whose URL expired (record and any object); abort stale parts."""
+        cutoff = now_ms() - self.settings.pending_upload_grace * 1000
+        removed = 0
+        while True:
+            expired = await self.repository.expired_pending(cutoff, SWEEP_BATCH)
+            for media in expired:
+                if await self.repository.delete(media["_id"]) is not None:
+                    await self.blobs.delete([media["storage_key"]])
+                    removed += 1
+            if len(expired) < SWEEP_BATCH:
+                break
+        aborted = await self.blobs.sweep_incomplete(self.settings.incomplete_multipart_max_age)
+        if removed or aborted:
+            log.info(
+                "sweep removed %d expired uploads, aborted %d partial uploads", removed, aborted
+            )
+        return {"expired_uploads": removed, "aborted_multipart_uploads": aborted}
+
+    async def sweep_forever(self) -> None:
+        """The periodic sweep of a server process."""
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval)
+            started = time.monotonic()
+            try:
+                await self.sweep()
+            except MediaError as exc:
+                log.warning("sweep skipped: %s", exc.message)
+            except Exception:
+                log.exception("sweep failed")
+            log.debug("sweep took %.2fs", time.monotonic() - started)
+
+
+def _required_string(body: Mapping[str, Any], name: str, limit: int) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{name} is required")
+    if len(value) > limit:
+        raise BadRequest(f"{name} must be at most {limit} characters")
+    return value
