@@ -222,6 +222,7 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     tone = ["-f", "lavfi", "-i", "sine=f=440:duration=1"]
     for ext in ("wav", "mp3", "ogg", "flac", "m4a"):
         _ffmpeg(*tone, str(folder / f"sample.{ext}"))
+    _ffmpeg(*tone, "-c:a", "aac", "-f", "adts", str(folder / "sample.aac"))
     files = {path.suffix[1:]: path.read_bytes() for path in folder.iterdir()}
     files["pdf"] = _tiny_pdf()
     files["svg"] = (

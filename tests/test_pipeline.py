@@ -104,14 +104,23 @@ async def test_images_get_thumbnail_and_optimized(
     assert thumb.status == 200 and int(thumb.headers["Content-Length"]) == made["thumbnail"]["size"]
 
 
-@pytest.mark.parametrize("name", ["sample.heic", "sample.avif", "alpha.png", "animated.gif"])
+@pytest.mark.parametrize(
+    ("name", "upload_as"),
+    [
+        ("sample.heic", "sample.heic"),
+        ("sample.heic", "sample.heif"),
+        ("sample.avif", "sample.avif"),
+        ("rotated.jpg", "photo.jpeg"),
+        ("alpha.png", "alpha.png"),
+        ("animated.gif", "animated.gif"),
+    ],
+)
 async def test_modern_and_special_images(
-    client: Client, user: Caller, media_samples: dict[str, Path], name: str
+    client: Client, user: Caller, media_samples: dict[str, Path], name: str, upload_as: str
 ) -> None:
+    content = media_samples[name].read_bytes()
     media = await settled(
-        client,
-        user.token,
-        (await upload(client, user, name, media_samples[name].read_bytes()))["id"],
+        client, user.token, (await upload(client, user, upload_as, content))["id"]
     )
     assert media["status"] == "ready", media["error"]
     made = variants(media)
@@ -181,7 +190,7 @@ async def test_video_gets_poster_and_h264(
     assert optimized.body.find(b"moov") < optimized.body.find(b"mdat")  # faststart
 
 
-@pytest.mark.parametrize("ext", ["mp3", "wav", "ogg", "flac", "m4a"])
+@pytest.mark.parametrize("ext", ["mp3", "wav", "ogg", "flac", "m4a", "aac"])
 async def test_audio_gets_a_waveform(
     client: Client, user: Caller, samples: dict[str, bytes], ext: str
 ) -> None:
@@ -190,6 +199,7 @@ async def test_audio_gets_a_waveform(
     )
     assert media["status"] == "ready", media["error"]
     assert media["duration"] == pytest.approx(1.0, abs=0.1)
+    assert media["bitrate"] > 0
     waveform = variants(media)["thumbnail"]
     assert (waveform["width"], waveform["height"]) == (800, 160)
     assert waveform["content_type"] == "image/png"

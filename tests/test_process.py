@@ -255,3 +255,15 @@ def _pdf() -> bytes:
     from tests.conftest import _tiny_pdf
 
     return _tiny_pdf()
+
+
+def test_gc_command(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(BIN / "mediasvc"), "gc", "--data-dir", str(tmp_path)],
+        env=service_env(embedded_db_in_memory="true"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"expired_uploads": 0, "aborted_multipart_uploads": 0}

@@ -496,6 +496,7 @@ class MediaService:
             "view_count": media.get("view_count", 0),
             "download_count": media.get("download_count", 0),
             "duration": media.get("duration"),
+            "bitrate": media.get("bitrate"),
             "sha256": media.get("sha256"),
             "variants": [
                 {
