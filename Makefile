@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: setup run test lint typecheck check bench-upload bench-pipeline config-example clean
+.PHONY: setup run test lint typecheck check bench-upload bench-pipeline deploy-local deploy-stop config-example clean
 
 setup: $(STAMP)  ## install system packages and the virtual environment
 
@@ -41,6 +41,15 @@ bench-upload: setup  ## streaming upload benchmark (500 MB)
 
 bench-pipeline: setup  ## processing benchmark (24 MP JPEGs)
 	$(BIN)/python bench/pipeline.py $(ARGS)
+
+deploy-local: setup  ## run the shipped supervisord.conf (2 servers on :8000, embedded database)
+	mkdir -p var/log
+	rm -rf var/metrics
+	$(BIN)/supervisord -c supervisord.conf
+	@echo "running: $(BIN)/supervisorctl -c supervisord.conf status"
+
+deploy-stop:  ## stop everything supervisord runs
+	$(BIN)/supervisorctl -c supervisord.conf shutdown
 
 config-example: setup  ## regenerate config/mediasvc.conf.example from the settings schema
 	$(BIN)/python -c "from mediasvc.settings import render; print(render(commented=True), end='')" > config/mediasvc.conf.example

@@ -29,6 +29,7 @@ setup(
         "pyvips>=2.2",
         "ffmpeg-python>=0.2",
         "boto3>=1.34",
+        "prometheus-client>=0.20",
     ],
     entry_points={"console_scripts": ["mediasvc=mediasvc.cli:main"]},
 )

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 from tornado.http1connection import HTTP1Connection
 
+from mediasvc import metrics
 from mediasvc.auth import Principal
 from mediasvc.context import AppContext
-from mediasvc.errors import BadRequest, MediaError, TooLarge
+from mediasvc.errors import BadRequest, MediaError, TooLarge, TooManyRequests
 
 log = logging.getLogger("mediasvc.request")
 _KNOWN = frozenset(status.value for status in HTTPStatus)
@@ -92,8 +93,12 @@ class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
         """Largest request body this handler takes."""
         return self.ctx.settings.max_json_body_size
 
+    _tracked = False
+
     async def prepare(self) -> None:
         """Refuse unknown methods and over-limit bodies before reading a byte of the body."""
+        self._tracked = True
+        self.ctx.requests.begin()
         method = (self.request.method or "").lower()
         if getattr(type(self), method, None) is getattr(tornado.web.RequestHandler, method, None):
             raise tornado.web.HTTPError(405)
@@ -119,6 +124,33 @@ class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
             self.refuse(TooLarge(f"Request body exceeds the maximum of {self.body_limit} bytes"))
             return
         self._body += chunk
+
+    def on_finish(self) -> None:
+        self._untrack()
+
+    def on_connection_close(self) -> None:
+        self._untrack()
+        super().on_connection_close()
+
+    _upload_slot = False
+
+    def take_upload_slot(self) -> None:
+        """Count this request as an upload; over `max_concurrent_uploads` it is a 429."""
+        uploads = self.ctx.uploads
+        if uploads.count >= self.ctx.settings.max_concurrent_uploads:
+            raise TooManyRequests("Too many uploads in progress; try again shortly")
+        uploads.begin()
+        metrics.UPLOADS_ACTIVE.inc()
+        self._upload_slot = True
+
+    def _untrack(self) -> None:
+        if self._upload_slot:
+            self._upload_slot = False
+            self.ctx.uploads.end()
+            metrics.UPLOADS_ACTIVE.dec()
+        if self._tracked:
+            self._tracked = False
+            self.ctx.requests.end()
 
     def refuse(self, exc: Exception) -> None:
         """Answer with an error while the body is still arriving (the rest is not read)."""
@@ -195,3 +227,6 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     level = logging.INFO if status < 500 else logging.ERROR
     log.log(level, json.dumps(record))
+    route = type(handler).__name__
+    metrics.REQUESTS.labels(route, request.method, str(status)).inc()
+    metrics.REQUEST_SECONDS.labels(route, request.method).observe(request.request_time())

@@ -7,6 +7,7 @@ from typing import Any
 
 import tornado.web
 
+from mediasvc import metrics
 from mediasvc.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
 from mediasvc.handlers.base import BaseHandler
 from mediasvc.handlers.media import API, MEDIA_ID
@@ -68,6 +69,7 @@ class LocalPutHandler(BaseHandler):
             raise Forbidden("Invalid or expired upload URL")
         self.declared_size = int(size)
         await super().prepare()
+        self.take_upload_slot()
         if self.request.headers.get("Content-Type", "").lower() != content_type:
             raise BadRequest(f"Content-Type must be {content_type}")
         await self._check_unused(key)
@@ -84,6 +86,7 @@ class LocalPutHandler(BaseHandler):
     async def data_received(self, chunk: bytes) -> None:
         if self.spool is None or self._finished:
             return
+        metrics.UPLOAD_BYTES.labels("presigned").inc(len(chunk))
         if self.spool.size + len(chunk) > self.declared_size:
             self.spool.discard()
             self.refuse(TooLarge(f"Body is larger than the declared {self.declared_size} bytes"))

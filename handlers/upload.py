@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tornado.web
 
+from mediasvc import metrics
 from mediasvc.auth import Principal
 from mediasvc.errors import MediaError
 from mediasvc.handlers.base import BaseHandler
@@ -24,9 +25,12 @@ class UploadHandler(BaseHandler):
         """The largest per-type file limit plus room for the form around it."""
         return self.ctx.settings.largest_upload + self.ctx.settings.max_form_overhead
 
+    upload_kind = "direct"
+
     async def prepare(self) -> None:
         await super().prepare()
         principal = self.authenticate()
+        self.take_upload_slot()
         boundary = boundary_of(self.request.headers.get("Content-Type"))
         self.receiver = self.make_receiver(boundary, principal)
 
@@ -42,6 +46,7 @@ class UploadHandler(BaseHandler):
     async def data_received(self, chunk: bytes) -> None:
         if self.failed or self.receiver is None:
             return
+        metrics.UPLOAD_BYTES.labels(self.upload_kind).inc(len(chunk))
         try:
             await self.receiver.feed(chunk)
         except Exception as exc:  # answer now: the rest of the body is not read
@@ -74,6 +79,8 @@ class UploadHandler(BaseHandler):
 @tornado.web.stream_request_body
 class BatchUploadHandler(UploadHandler):
     """POST /batch_upload/: `files` repeated; each file is validated and stored on its own."""
+
+    upload_kind = "batch"
 
     @property
     def body_limit(self) -> int:

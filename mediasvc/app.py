@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
@@ -18,10 +19,12 @@ import tornado.netutil
 import tornado.web
 from pymongo import AsyncMongoClient
 
+from mediasvc import metrics
 from mediasvc.auth import TokenAuthority
 from mediasvc.context import AppContext
 from mediasvc.embedded_db import EmbeddedMongo
-from mediasvc.handlers import files, media, presigned, upload
+from mediasvc.errors import Unavailable
+from mediasvc.handlers import files, media, openapi, ops, presigned, upload
 from mediasvc.handlers.base import NotFoundHandler, log_request
 from mediasvc.pipeline.dispatcher import Dispatcher
 from mediasvc.pipeline.pool import PoolConfig, WorkerPool
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 def make_app(context: AppContext) -> tornado.web.Application:
     """The Tornado application: routes collected from the handler modules."""
     routes: list[Any] = [
+        *ops.routes,
+        *openapi.routes,
         *upload.routes,
         *presigned.routes_for(context.blobs),
         *media.routes,
@@ -80,10 +85,18 @@ class Service:
     exit_stack: AsyncExitStack
 
     async def stop(self) -> None:
-        """Stop accepting, close connections, release the database, stop the embedded one."""
+        """Drain: stop accepting and claiming, let requests finish within the deadline, then
+        let running jobs finish (or hand them back), close the database, stop the embedded
+        one last."""
+        settings = self.context.settings
         self.server.stop()
+        if self.context.dispatcher is not None:
+            self.context.dispatcher.stop_claiming()
+        if not await self.context.requests.wait_idle(settings.shutdown_timeout):
+            log.warning("%d requests still running at the deadline", self.context.requests.count)
         await self.server.close_all_connections()
         await self.exit_stack.aclose()
+        metrics.process_exited()
 
 
 async def start_service(settings: Settings) -> Service:
@@ -99,7 +112,9 @@ async def start_service(settings: Settings) -> Service:
             body_timeout=settings.body_timeout,
             xheaders=settings.xheaders,
         )
-        sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
+        sockets = tornado.netutil.bind_sockets(
+            settings.port, settings.host, reuse_port=settings.reuse_port
+        )
         server.add_sockets(sockets)
         port = int(sockets[0].getsockname()[1])
         if settings.sweep_interval > 0:
@@ -127,7 +142,7 @@ async def _build_context(settings: Settings, stack: AsyncExitStack) -> AppContex
     )
     repository = MongoMediaRepository(client, settings.mongodb_database)
     stack.push_async_callback(repository.close)
-    await repository.ensure_indexes()
+    await _wait_for_database(repository, settings.startup_timeout)
     executor = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="mediasvc-io")
     stack.callback(executor.shutdown, wait=True)
     blobs = await make_blob_store(settings, url_secret, executor, stack)
@@ -174,6 +189,20 @@ def _start_dispatcher(
     dispatcher.start()
     stack.push_async_callback(dispatcher.stop, settings.shutdown_timeout)
     return dispatcher
+
+
+async def _wait_for_database(repository: MongoMediaRepository, timeout: float) -> None:
+    """Under supervisord the database may start a moment after us: retry until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await repository.ensure_indexes()
+            return
+        except Unavailable:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("database not reachable yet; retrying")
+            await asyncio.sleep(1)
 
 
 async def _start_embedded_db(settings: Settings, stack: AsyncExitStack) -> str:

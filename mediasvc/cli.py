@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 from typing import Any
 
 from mediasvc.auth import TokenAuthority, valid_grant
+from mediasvc.embedded_db import run_database
 from mediasvc.secretfiles import resolve_secrets
 from mediasvc.settings import Settings, SettingsError, load_settings, render
 
@@ -32,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--ttl", type=int, help="lifetime in seconds")
     commands.add_parser("config", parents=[common], help="print the effective settings")
+    commands.add_parser(
+        "database",
+        parents=[common],
+        help="run the embedded database in the foreground (its own supervisord program)",
+    )
     commands.add_parser(
         "gc", parents=[common], help="sweep expired presigned uploads and stale multipart uploads"
     )
@@ -65,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    from mediasvc.app import collect_garbage, run_worker, serve  # once settings are good
+    if args.command == "database":
+        return run_database(settings)
+    _share_metrics(settings)
+    from mediasvc.app import collect_garbage, run_worker, serve  # after the metrics folder is set
 
     if args.command == "gc":
         print(json.dumps(asyncio.run(collect_garbage(settings))))
@@ -75,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(settings))
     return 0
+
+
+def _share_metrics(settings: Settings) -> None:
+    # prometheus_client picks its storage when first imported: point it at the shared
+    # folder before that, so every process of this machine reports into one scrape.
+    settings.metrics_path.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.metrics_path))
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mediasvc.auth import TokenAuthority
+from mediasvc.lifecycle import InFlight
 from mediasvc.pipeline.dispatcher import Dispatcher
 from mediasvc.repository import MediaRepository
 from mediasvc.services.media import MediaService
@@ -26,3 +27,5 @@ class AppContext:
     media: MediaService
     presigned: PresignedUploads
     dispatcher: Dispatcher | None = None
+    requests: InFlight = field(default_factory=InFlight)
+    uploads: InFlight = field(default_factory=InFlight)

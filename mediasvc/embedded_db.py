@@ -20,6 +20,8 @@ from pathlib import Path
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
+from mediasvc.settings import Settings
+
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
@@ -122,3 +124,18 @@ class EmbeddedMongo:
         pid_file = self.data_dir / "db" / "nx-27017.pid"
         if pid_file.exists():
             os.unlink(pid_file)
+
+
+def run_database(settings: Settings) -> int:
+    """Run the embedded server in the foreground on `embedded_db_port` (for supervisord).
+
+    The servers then reach it with ``mongodb_uri = mongodb://127.0.0.1:<port>/``.
+    """
+    database = EmbeddedMongo(
+        settings.data_path,
+        in_memory=settings.embedded_db_in_memory,
+        start_timeout=settings.embedded_db_start_timeout,
+    )
+    command = database.command(settings.embedded_db_port)
+    os.execv(command[0], command)  # replaces this process: supervisord signals it directly
+    return 0  # not reached

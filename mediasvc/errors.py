@@ -50,6 +50,15 @@ class TooLarge(MediaError):
     status = 413
 
 
+class TooManyRequests(MediaError):
+    """Over a concurrency limit; try again shortly."""
+
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int | None = 1) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
 class Unavailable(MediaError):
     """A dependency (database, storage) cannot be reached right now."""
 

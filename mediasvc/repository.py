@@ -110,6 +110,10 @@ class MediaRepository(ABC):
     async def count_active_jobs(self, media_id: str) -> int:
         """Queued or running jobs of one media."""
 
+    @abstractmethod
+    async def count_jobs(self, states: tuple[str, ...]) -> dict[str, int]:
+        """How many jobs are in each of `states`."""
+
     @property
     @abstractmethod
     def jobs_collection(self) -> Any:
@@ -242,6 +246,13 @@ class MongoMediaRepository(MediaRepository):
             return await self._jobs.count_documents(
                 {"media_id": media_id, "state": {"$in": ["queued", "running"]}}
             )
+
+    async def count_jobs(self, states: tuple[str, ...]) -> dict[str, int]:
+        counts = {}
+        with database_errors():
+            for state in states:
+                counts[state] = await self._jobs.count_documents({"state": state})
+        return counts
 
     @property
     def jobs_collection(self) -> Any:

@@ -73,9 +73,14 @@ class Settings:
     log_level: str = setting(
         "info", "Log level.", "server", choices=("debug", "info", "warning", "error")
     )
+    startup_timeout: float = setting(
+        30.0, "Seconds to wait at start-up for the database to answer.", "server", minimum=0
+    )
     shutdown_timeout: float = setting(
         30.0,
-        "Seconds a stopping process gives running jobs to finish before handing them back.",
+        "Seconds a stopping process gives in-flight requests (then running jobs) to finish; "
+        "unfinished jobs are handed back to the queue. Keep supervisord's stopwaitsecs above "
+        "twice this.",
         "server",
         minimum=0,
     )
@@ -92,13 +97,21 @@ class Settings:
     )
     mongodb_database: str = setting("mediasvc", "Database name.", "database")
     mongodb_timeout_ms: int = setting(
-        2000,
-        "Server selection and connect timeout of the MongoDB driver, in milliseconds.",
+        1500,
+        "Server selection and connect timeout of the MongoDB driver, in milliseconds: how "
+        "soon an unreachable database turns into a 503.",
         "database",
         minimum=100,
     )
     embedded_db_in_memory: bool = setting(
         False, "Keep the embedded database in memory (tests, throw-away runs).", "database"
+    )
+    embedded_db_port: int = setting(
+        27018,
+        "Port of `mediasvc database` (the embedded database run as its own program).",
+        "database",
+        minimum=1,
+        maximum=65535,
     )
     embedded_db_start_timeout: float = setting(
         20.0, "Seconds to wait for the embedded database to answer.", "database", minimum=1
@@ -182,9 +195,15 @@ class Settings:
         kind="size",
         minimum=5 * MB,
     )
-    s3_connect_timeout: float = setting(2.0, "Seconds to connect to S3.", "s3", minimum=0.1)
+    s3_connect_timeout: float = setting(0.5, "Seconds to connect to S3.", "s3", minimum=0.1)
     s3_read_timeout: float = setting(30.0, "Seconds to wait for an S3 answer.", "s3", minimum=0.1)
-    s3_max_attempts: int = setting(3, "Attempts of one S3 call (retries).", "s3", minimum=1)
+    s3_max_attempts: int = setting(
+        2,
+        "Attempts of one S3 call; with s3_connect_timeout this bounds how soon an unreachable "
+        "S3 turns into a 503.",
+        "s3",
+        minimum=1,
+    )
     s3_threads: int = setting(
         8, "Threads for S3 transfers (boto3 never runs on the event loop).", "s3", minimum=1
     )
@@ -278,6 +297,23 @@ class Settings:
         100, "Most media ids one bulk_delete or bulk_update may name.", "limits", minimum=1
     )
     # -- http
+    reuse_port: bool = setting(
+        False,
+        "Bind with SO_REUSEPORT so several server processes share one port (supervisord).",
+        "http",
+    )
+    max_concurrent_uploads: int = setting(
+        32,
+        "Uploads (direct, batch, presigned PUT) one process streams at once; more get 429.",
+        "http",
+        minimum=1,
+    )
+    metrics_dir: str = setting(
+        "",
+        "Folder where the processes of one machine share Prometheus metrics. "
+        "Empty: <data_dir>/metrics.",
+        "http",
+    )
     idle_connection_timeout: float = setting(
         60.0, "Seconds an idle keep-alive connection stays open.", "http", minimum=1
     )
@@ -395,6 +431,11 @@ class Settings:
     def spool_path(self) -> Path:
         """Absolute folder for upload spool files."""
         return Path(self.spool_dir).resolve() if self.spool_dir else self.data_path / "spool"
+
+    @property
+    def metrics_path(self) -> Path:
+        """Folder of the multi-process Prometheus metrics."""
+        return Path(self.metrics_dir).resolve() if self.metrics_dir else self.data_path / "metrics"
 
     @property
     def secrets_path(self) -> Path:

@@ -13,10 +13,13 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
+from mediasvc import metrics
+from mediasvc.errors import Unavailable
 from mediasvc.pipeline.jobs import job_summary
 from mediasvc.pipeline.pool import WorkerLost, WorkerPool
 from mediasvc.pipeline.queue import Job, JobQueue, now_ms
@@ -66,10 +69,14 @@ class Dispatcher:
         """A job was just queued here: look now instead of at the next poll."""
         self._wake.set()
 
-    async def stop(self, grace: float) -> None:
-        """Stop claiming; let running jobs finish within `grace` seconds, hand back the rest."""
+    def stop_claiming(self) -> None:
+        """Take no new jobs (the first step of a shutdown)."""
         self._stopping = True
         self._wake.set()
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; let running jobs finish within `grace` seconds, hand back the rest."""
+        self.stop_claiming()
         if self._loop_task is not None:
             await asyncio.gather(self._loop_task, return_exceptions=True)
         running = list(self._running.values())
@@ -87,6 +94,9 @@ class Dispatcher:
             await self._slots.acquire()
             try:
                 job = await self._claim()
+            except Unavailable as exc:
+                log.warning("could not claim a job: %s", exc.message)
+                job = None
             except Exception:
                 log.exception("could not claim a job")
                 job = None
@@ -157,11 +167,14 @@ class Dispatcher:
         work_dir = await self._io_call(tempfile.mkdtemp, "", "job-", str(self.settings.spool_path))
         try:
             spec = await self._spec(job, media, work_dir)
+            started = time.monotonic()
             try:
                 result = await self.pool.run(spec, self.settings.job_timeout)
             except WorkerLost as lost:
+                _observe(job, media, started, "lost")
                 await self._worker_lost(job, lost)
                 return
+            _observe(job, media, started, "failed" if result.error else "done")
             if result.error:
                 await self._give_up(job, media, result.error)  # the input is at fault: no retry
             else:
@@ -287,6 +300,12 @@ class Dispatcher:
 
     async def _io_call(self, func: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._io, func, *args)
+
+
+def _observe(job: Job, media: Doc, started: float, outcome: str) -> None:
+    operations = "+".join(job["operations"])
+    labels = metrics.JOB_SECONDS.labels(operations, media["media_type"], outcome)
+    labels.observe(time.monotonic() - started)
 
 
 def _merge_variants(old: list[Doc], new: list[Doc]) -> list[Doc]:

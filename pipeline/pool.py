@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from mediasvc import metrics
 from mediasvc.pipeline.tasks import TaskResult, TaskSpec, init_worker, run_task
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class WorkerPool:
         generation = self.generation
         self._in_flight[generation] += 1
         self.busy += 1
+        metrics.WORKERS_BUSY.inc()
         try:
             future = asyncio.wrap_future(self._executor.submit(run_task, spec))
             try:
@@ -82,6 +84,7 @@ class WorkerPool:
         finally:
             self._in_flight[generation] -= 1
             self.busy -= 1
+            metrics.WORKERS_BUSY.dec()
             if self._in_flight[generation] == 0 and generation != self.generation:
                 del self._in_flight[generation]
                 self._broken.pop(generation, None)

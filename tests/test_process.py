@@ -267,3 +267,65 @@ def test_gc_command(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"expired_uploads": 0, "aborted_multipart_uploads": 0}
+
+
+def test_sigterm_lets_an_upload_in_flight_finish(tmp_path: Path) -> None:
+    """SIGTERM mid-upload: the upload completes (201), nothing is lost, the process exits 0."""
+    import socket
+
+    data = tmp_path / "var"
+    server = Server(data)
+    sub = str(uuid.uuid4())
+    token = server.token(sub)
+    content = b"plain text line\n" * 400_000  # 6.4 MB, sent slowly
+    body, content_type = multipart_body(
+        {"entity_type": "user", "entity_id": sub}, [("file", "big.txt", content)]
+    )
+    head = (
+        f"POST {API}/upload/ HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head)
+        chunk = 256 * 1024
+        for offset in range(0, len(body), chunk):
+            sock.sendall(body[offset : offset + chunk])
+            if offset == 4 * chunk:
+                server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.02)
+        answer = sock.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 201"), answer[:200]
+    assert server.process.wait(timeout=30) == 0
+    again = Server(data)
+    try:
+        status, listing = again.request("GET", f"{API}/?entity_id={sub}", token)
+        assert status == 200 and listing["count"] == 1
+        stored = data / "media" / "media" / "user" / sub
+        assert [p.read_bytes() == content for p in stored.iterdir()] == [True]
+    finally:
+        again.stop()
+
+
+def test_sigterm_hands_running_jobs_back(tmp_path: Path) -> None:
+    """A job still running at the deadline goes back to the queue and completes later."""
+    data = tmp_path / "var"
+    first = Server(data, shutdown_timeout="0.5", dispatcher_poll_interval="0.2")
+    sub = str(uuid.uuid4())
+    token = first.token(sub)
+    media = first.upload(token, sub, "clip.mp4", _video(tmp_path, seconds=8))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        names = [p.name() for p in psutil.Process(first.process.pid).children(recursive=True)]
+        if "ffmpeg" in names:
+            break
+        time.sleep(0.02)
+    first.process.send_signal(signal.SIGTERM)
+    assert first.process.wait(timeout=30) == 0
+    second = Server(data, dispatcher_poll_interval="0.2")
+    try:
+        done = second.settled(token, media["id"], timeout=120)
+        assert done["status"] == "ready", done["error"]
+        job = done["job"]
+        assert isinstance(job, dict) and job["attempts"] == 1  # handed back, not charged
+    finally:
+        second.stop()

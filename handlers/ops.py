@@ -1,0 +1,69 @@
+"""What operators and load balancers ask: liveness, readiness, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from mediasvc import metrics
+from mediasvc.errors import MediaError
+from mediasvc.handlers.base import BaseHandler
+
+log = logging.getLogger(__name__)
+CHECK_TIMEOUT = 2.0
+JOB_STATES = ("queued", "running", "failed")
+
+
+class HealthHandler(BaseHandler):
+    """GET /healthz: the process is alive and its event loop answers."""
+
+    async def get(self) -> None:
+        self.write_json({"status": "ok"})
+
+
+class ReadyHandler(BaseHandler):
+    """GET /readyz: the database and the storage answer (503 otherwise)."""
+
+    async def get(self) -> None:
+        checks = {
+            "database": await _check(self.ctx.repository.ping),
+            "storage": await _check(self.ctx.blobs.check),
+        }
+        if all(state == "ok" for state in checks.values()):
+            self.write_json({"status": "ready", "checks": checks})
+            return
+        self.set_header("Retry-After", "2")
+        self.write_json({"error": "Not ready", "checks": checks}, status=503)
+
+
+class MetricsHandler(BaseHandler):
+    """GET /metrics: Prometheus text for every server process of this machine."""
+
+    async def get(self) -> None:
+        try:
+            counts = await asyncio.wait_for(
+                self.ctx.repository.count_jobs(JOB_STATES), CHECK_TIMEOUT
+            )
+        except (MediaError, TimeoutError):
+            counts = {}  # the queue figures are skipped while the database is away
+        for state, count in counts.items():
+            metrics.JOBS.labels(state).set(count)
+        body, content_type = metrics.render()
+        self.set_header("Content-Type", content_type)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(body)
+
+
+async def _check(probe: Callable[[], Awaitable[None]]) -> str:
+    try:
+        await asyncio.wait_for(probe(), CHECK_TIMEOUT)
+    except TimeoutError:
+        return "timeout"
+    except Exception as exc:  # whatever it is, the dependency is not usable
+        log.warning("readiness check failed: %s", exc)
+        return "unavailable"
+    return "ok"
+
+
+routes = [(r"/healthz", HealthHandler), (r"/readyz", ReadyHandler), (r"/metrics", MetricsHandler)]

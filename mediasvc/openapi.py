@@ -1,0 +1,860 @@
+"""The OpenAPI 3.1 document of the whole API (served at /api/v1/drf/media/openapi.json).
+
+Built from the same constants the code checks against (allowed types, statuses, operations,
+and the defaults of the settings schema for every limit), so the document cannot drift from
+them. A server configured with other limits keeps the same shapes and status codes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from mediasvc.media_types import KINDS, MEDIA_TYPES
+from mediasvc.pipeline.jobs import OPERATIONS
+from mediasvc.services.media import STATUSES
+from mediasvc.settings import Settings
+
+Schema = dict[str, Any]
+
+API = "/api/v1/drf/media"
+JOB_STATES = ("queued", "running", "done", "failed")
+ENTITY_TYPE_PATTERN = "^[a-z][a-z0-9_\\-]{0,63}$"
+NO_NUL = "^[^\\u0000]*$"
+MAX_QUERY_INT = 999_999_999_999  # query integers may have at most 12 characters
+BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
+
+
+def openapi_document(server_url: str) -> dict[str, Any]:
+    """The document, with `server_url` as its server."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "mediasvc",
+            "version": "0.1.0",
+            "summary": "Media management: upload, list, change and process media files.",
+            "description": _DESCRIPTION,
+        },
+        "servers": [{"url": server_url}],
+        "security": [{"bearerAuth": []}],
+        "tags": [
+            {"name": "media", "description": "Media records"},
+            {"name": "uploads", "description": "Direct, batch and presigned uploads"},
+            {"name": "files", "description": "Files of the local blob store"},
+            {"name": "operations", "description": "Health, readiness, metrics and this document"},
+        ],
+        "paths": {**_media_paths(), **_upload_paths(), **_local_storage_paths(), **_ops_paths()},
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "HS256 by default; `exp` and `sub` required; optional "
+                    "`roles` (`admin`) and `entities` grants such as `service:<uuid>`.",
+                }
+            },
+            "schemas": _schemas(),
+            "responses": _error_responses(),
+            "parameters": _parameters(),
+            "headers": {
+                "X-Request-Id": {
+                    "description": "The client's X-Request-Id when it looks sane, else a new id.",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._\\-]{8,64}$"},
+                },
+                "Retry-After": {
+                    "description": "Seconds to wait before trying again.",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                },
+            },
+        },
+    }
+
+
+_DESCRIPTION = """\
+Every error is `{"error": "..."}` (400, 401, 403, 404, 405, 409, 413, 416, 503; 503 carries
+`Retry-After`) and every response has an `X-Request-Id`. Methods a path does not list answer
+405. Reads of media the caller may not see are 404; writes to entities it may not act on are
+403. Limits shown are the defaults of the settings schema (`mediasvc config`)."""
+
+
+# ---- helpers
+
+
+def _default(name: str) -> int:
+    """The default of one setting (the limit the document shows)."""
+    for field in dataclasses.fields(Settings):
+        if field.name == name and isinstance(field.default, int):
+            return field.default
+    raise KeyError(name)
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: Schema) -> Schema:
+    if "$ref" in schema:
+        return {"anyOf": [schema, {"type": "null"}]}
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def _obj(properties: dict[str, Schema], required: list[str] | None = None) -> Schema:
+    """A closed object: every property listed, the required ones (default: all) present."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+        "additionalProperties": False,
+    }
+
+
+def _headers(**extra: Schema) -> dict[str, Schema]:
+    return {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}, **extra}
+
+
+def _json(description: str, schema: Schema, **headers: Schema) -> Schema:
+    return {
+        "description": description,
+        "headers": _headers(**headers),
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _no_body(description: str, **headers: Schema) -> Schema:
+    return {"description": description, "headers": _headers(**headers)}
+
+
+_ERRORS = {
+    400: ("BadRequest", "Malformed request or invalid value"),
+    401: ("Unauthorized", "Missing, malformed, expired or invalid bearer token"),
+    403: ("Forbidden", "Not allowed"),
+    404: ("NotFound", "No such media, or the caller may not see it"),
+    409: ("Conflict", "Clashes with the current state"),
+    413: ("TooLarge", "A body or a file is over its limit"),
+    416: ("RangeNotSatisfiable", "The requested range is outside the file"),
+    429: ("TooManyRequests", "Too many requests; try again after Retry-After seconds"),
+    503: ("Unavailable", "The database or the storage cannot be reached; try again"),
+}
+
+
+def _errors(*codes: int) -> dict[str, Schema]:
+    return {str(c): {"$ref": f"#/components/responses/{_ERRORS[c][0]}"} for c in codes}
+
+
+def _error_responses() -> dict[str, Schema]:
+    responses = {}
+    for code, (name, description) in _ERRORS.items():
+        retry = code in (429, 503)
+        headers = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}} if retry else {}
+        responses[name] = _json(description, _ref("Error"), **headers)
+    return responses
+
+
+def _json_body(schema: Schema, description: str = "") -> Schema:
+    body: Schema = {"required": True, "content": {"application/json": {"schema": schema}}}
+    if description:
+        body["description"] = description
+    return body
+
+
+def _op(
+    operation_id: str,
+    summary: str,
+    tag: str,
+    responses: dict[str, Schema],
+    **extra: Any,
+) -> Schema:
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": [tag],
+        **extra,
+        "responses": responses,
+    }
+
+
+def _param(name: str) -> Schema:
+    return {"$ref": f"#/components/parameters/{name}"}
+
+
+# ---- schemas
+
+
+def _text_fields(*, for_request: bool) -> dict[str, Schema]:
+    fields = {}
+    for name in ("title", "description", "alt_text"):
+        schema: Schema = {"type": "string"}
+        if for_request:
+            schema.update(maxLength=_default(f"max_{name}_length"), pattern=NO_NUL)
+        fields[name] = schema
+    return fields
+
+
+def _display_order() -> Schema:
+    return {"type": "integer", "minimum": 0, "maximum": _default("max_display_order")}
+
+
+def _kind_branches() -> list[Schema]:
+    """One branch per group of extensions sharing a media type and accepted content types."""
+    groups: dict[tuple[str, frozenset[str]], list[str]] = {}
+    for kind in KINDS.values():
+        groups.setdefault((kind.media_type, kind.sniffed), []).append(kind.extension)
+    branches = []
+    for (media_type, content_types), extensions in groups.items():
+        any_case = "|".join("".join(f"[{c}{c.upper()}]" for c in ext) for ext in extensions)
+        branches.append(
+            {
+                "title": f"{'/'.join(extensions)} ({media_type})",
+                "properties": {
+                    "filename": {"pattern": f"\\.({any_case})$"},
+                    "content_type": {"enum": _accepted(content_types)},
+                    "file_size": {"maximum": _default(f"max_{media_type}_size")},
+                },
+            }
+        )
+    return branches
+
+
+def _accepted(content_types: frozenset[str]) -> list[str]:
+    """The declared content types the server takes (it lower-cases what it is given)."""
+    return sorted(t for t in content_types if t == t.lower())
+
+
+def _schemas() -> dict[str, Schema]:
+    uuid: Schema = {"type": "string", "format": "uuid"}
+    timestamp: Schema = {"type": "string", "format": "date-time"}
+    uri: Schema = {"type": "string", "format": "uri"}
+    counter: Schema = {"type": "integer", "minimum": 0}
+    operations: Schema = {"type": "array", "items": {"type": "string", "enum": list(OPERATIONS)}}
+    max_side = _default("max_resize_dimension")
+    side: Schema = {"type": "integer", "minimum": 1, "maximum": max_side}
+    resize = _obj({"width": side, "height": side})
+    content_types = sorted({kind.content_type for kind in KINDS.values()})
+    failed_id = _obj({"id": {"type": "string"}, "error": {"type": "string"}})
+    batch: dict[str, Schema] = {
+        "created": {
+            "type": "array",
+            "items": _obj(
+                {
+                    "id": uuid,
+                    "filename": {"type": "string"},
+                    "status": {"type": "string", "enum": list(STATUSES)},
+                }
+            ),
+        },
+        "errors": {
+            "type": "array",
+            "items": _obj({"filename": {"type": "string"}, "error": {"type": "string"}}),
+        },
+        "summary": _obj({"total": counter, "successful": counter, "failed": counter}),
+    }
+    return {
+        "Error": _obj({"error": {"type": "string"}}),
+        "Variant": _obj(
+            {
+                "name": {"type": "string", "examples": ["thumbnail", "optimized", "webp"]},
+                "url": uri,
+                "content_type": {"type": "string"},
+                "width": _nullable(counter),
+                "height": _nullable(counter),
+                "size": counter,
+            }
+        ),
+        "Job": _obj(
+            {
+                "id": uuid,
+                "operations": operations,
+                "options": _obj({"resize": resize}, required=[]),
+                "state": {"type": "string", "enum": list(JOB_STATES)},
+                "attempts": {"type": "integer"},
+                "error": _nullable({"type": "string"}),
+                "created_at": timestamp,
+                "started_at": _nullable(timestamp),
+                "finished_at": _nullable(timestamp),
+                "duration_ms": _nullable(counter),
+            }
+        ),
+        "Media": _obj(
+            {
+                "id": uuid,
+                "url": {**uri, "description": "The file (local storage: a signed, expiring URL)"},
+                "thumbnail_url": _nullable(uri),
+                "filename": {"type": "string"},
+                "file_size": counter,
+                "content_type": {"type": "string", "enum": content_types},
+                "media_type": {"type": "string", "enum": list(MEDIA_TYPES)},
+                "entity_type": {"type": "string", "pattern": ENTITY_TYPE_PATTERN},
+                "entity_id": uuid,
+                **_text_fields(for_request=False),
+                "status": {"type": "string", "enum": list(STATUSES)},
+                "error": {**_nullable({"type": "string"}), "description": "Why it failed"},
+                "width": _nullable(counter),
+                "height": _nullable(counter),
+                "is_primary": {"type": "boolean"},
+                "display_order": {"type": "integer"},
+                "view_count": counter,
+                "download_count": counter,
+                "duration": {**_nullable({"type": "number", "minimum": 0}), "description": "s"},
+                "bitrate": {**_nullable(counter), "description": "bits per second"},
+                "sha256": _nullable({"type": "string", "pattern": "^[0-9a-f]{64}$"}),
+                "variants": {"type": "array", "items": _ref("Variant")},
+                "job": {**_nullable(_ref("Job")), "description": "The latest processing job"},
+                "created_at": timestamp,
+                "updated_at": timestamp,
+            }
+        ),
+        "MediaList": _obj(
+            {
+                "count": counter,
+                "next": _nullable(uri),
+                "previous": _nullable(uri),
+                "results": {"type": "array", "items": _ref("Media")},
+            }
+        ),
+        "MediaUpdate": _obj(
+            {
+                **_text_fields(for_request=True),
+                "display_order": _display_order(),
+                "is_primary": {"type": "boolean", "description": "true moves the primary mark"},
+            },
+            required=[],
+        ),
+        "ProcessRequest": {
+            **_obj(
+                {
+                    "operations": {**operations, "minItems": 1},
+                    "options": _obj({"resize": resize}, required=[]),
+                },
+                required=["operations"],
+            ),
+            "description": "`options.resize` is required with, and only allowed with, the "
+            "`resize` operation. Videos and images take every operation; audio and PDF only "
+            "`thumbnail`; other documents none (400).",
+        },
+        "PresignedUploadRequest": {
+            **_obj(
+                {
+                    "filename": {"type": "string", "minLength": 1, "maxLength": 1024},
+                    "content_type": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "entity_type": {"type": "string", "pattern": ENTITY_TYPE_PATTERN},
+                    "entity_id": uuid,
+                    "file_size": {"type": "integer", "minimum": 1},
+                    **_text_fields(for_request=True),
+                },
+                required=["filename", "content_type", "entity_type", "entity_id", "file_size"],
+            ),
+            "description": "The extension of `filename` must be allowed, `content_type` one "
+            "its kind accepts, and `file_size` within its media type's limit (else 413).",
+            "anyOf": _kind_branches(),
+        },
+        "PresignedUpload": _obj(
+            {
+                "upload_url": uri,
+                "upload_headers": {
+                    "type": "object",
+                    "properties": {"Content-Type": {"type": "string"}},
+                    "required": ["Content-Type"],
+                    "additionalProperties": {"type": "string"},
+                },
+                "media_id": uuid,
+                "storage_key": {"type": "string"},
+                "expires_at": timestamp,
+            }
+        ),
+        "LocalUploadResult": _obj({"storage_key": {"type": "string"}, "size": counter}),
+        "BatchResult": _obj(batch),
+        "BatchFailure": {
+            **_obj({"error": {"type": "string"}, **batch}),
+            "description": "No file of the batch could be stored: the reasons, per file.",
+        },
+        "BulkIds": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": _default("max_bulk_ids"),
+            "items": {"type": "string"},
+            "description": "Media ids; ids that are unknown or not visible are listed in `failed`.",
+        },
+        "BulkDeleteRequest": _obj({"media_ids": _ref("BulkIds")}),
+        "BulkUpdateRequest": _obj(
+            {
+                "media_ids": _ref("BulkIds"),
+                "updates": {
+                    **_obj(
+                        {**_text_fields(for_request=True), "display_order": _display_order()},
+                        required=[],
+                    ),
+                    "minProperties": 1,
+                },
+            }
+        ),
+        "BulkDeleteResult": _obj(
+            {"deleted": counter, "failed": {"type": "array", "items": failed_id}}
+        ),
+        "BulkUpdateResult": _obj(
+            {"updated": counter, "failed": {"type": "array", "items": failed_id}}
+        ),
+        "UploadForm": {
+            **_obj(
+                {
+                    "file": BINARY,
+                    "entity_type": {"type": "string", "pattern": ENTITY_TYPE_PATTERN},
+                    "entity_id": uuid,
+                    **_text_fields(for_request=True),
+                    "is_primary": {"type": "boolean"},
+                    "display_order": _display_order(),
+                },
+                required=["file", "entity_type", "entity_id"],
+            ),
+            "description": "Fields in any order. The file's extension and sniffed content "
+            "must be allowed; its size within its media type's limit (else 413).",
+        },
+        "BatchUploadForm": {
+            **_obj(
+                {
+                    "files": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": _default("max_batch_files"),
+                        "items": BINARY,
+                    },
+                    "entity_type": {"type": "string", "pattern": ENTITY_TYPE_PATTERN},
+                    "entity_id": uuid,
+                },
+            ),
+            "description": "`files` repeated; each file is checked and stored on its own.",
+        },
+        "Health": {
+            "type": "object",
+            "properties": {"status": {"const": "ok"}},
+            "required": ["status"],
+        },
+        "Readiness": {
+            "type": "object",
+            "properties": {
+                "status": {"const": "ready"},
+                "checks": {"$ref": "#/components/schemas/ReadinessChecks"},
+            },
+            "required": ["status", "checks"],
+        },
+        "NotReady": {
+            "type": "object",
+            "properties": {
+                "error": {"type": "string"},
+                "checks": {"$ref": "#/components/schemas/ReadinessChecks"},
+            },
+            "required": ["error", "checks"],
+        },
+        "ReadinessChecks": {
+            "type": "object",
+            "properties": {"database": {"type": "string"}, "storage": {"type": "string"}},
+            "required": ["database", "storage"],
+            "additionalProperties": {"type": "string"},
+            "description": '"ok", or what is wrong',
+        },
+    }
+
+
+def _parameters() -> dict[str, Schema]:
+    def query(name: str, schema: Schema, description: str, required: bool = False) -> Schema:
+        return {
+            "name": name,
+            "in": "query",
+            "required": required,
+            "schema": schema,
+            "description": description,
+        }
+
+    return {
+        "MediaId": {
+            "name": "media_id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "format": "uuid"},
+            "description": "Anything that is not the id of a visible media is a 404.",
+        },
+        "StorageKey": {
+            "name": "key",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "The storage key (it contains `/`, sent as is).",
+        },
+        "Expires": query(
+            "expires",
+            {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT},
+            "Unix time the signed URL expires at",
+            required=True,
+        ),
+        "Signature": query(
+            "sig",
+            {"type": "string", "pattern": "^[A-Za-z0-9_\\-]*$"},
+            "HMAC-SHA256 signature (base64url)",
+            required=True,
+        ),
+    }
+
+
+# ---- paths
+
+
+def _media_paths() -> dict[str, Schema]:
+    media = _ref("Media")
+    media_id = [_param("MediaId")]
+    list_params = [
+        {
+            "name": "entity_type",
+            "in": "query",
+            "schema": {"type": "string", "pattern": ENTITY_TYPE_PATTERN},
+            "description": "service, practitioner, user, ...",
+        },
+        {"name": "entity_id", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+        {
+            "name": "media_type",
+            "in": "query",
+            "schema": {"type": "string", "enum": list(MEDIA_TYPES)},
+        },
+        {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}},
+        {
+            "name": "search",
+            "in": "query",
+            "schema": {"type": "string", "maxLength": _default("max_search_length")},
+            "description": "Literal, case-insensitive, over filename, title and description",
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_QUERY_INT,
+                "default": _default("default_page_size"),
+            },
+            "description": f"Page size; above {_default('max_page_size')} it is clamped",
+        },
+        {
+            "name": "offset",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT, "default": 0},
+        },
+    ]
+    return {
+        f"{API}/": {
+            "get": _op(
+                "listMedia",
+                "List the media the caller may see (display_order, then newest first)",
+                "media",
+                {
+                    "200": _json(
+                        "A page of media; next/previous keep the filters", _ref("MediaList")
+                    ),
+                    **_errors(400, 401, 503),
+                },
+                parameters=list_params,
+            )
+        },
+        f"{API}/{{media_id}}/": {
+            "parameters": media_id,
+            "get": _op(
+                "getMedia",
+                "Read one media (counts a view)",
+                "media",
+                {"200": _json("The media", media), **_errors(401, 404, 503)},
+            ),
+            "patch": _op(
+                "updateMedia",
+                "Change title, description, alt_text, display_order or is_primary",
+                "media",
+                {"200": _json("The changed media", media), **_errors(400, 401, 404, 409, 413, 503)},
+                requestBody=_json_body(
+                    _ref("MediaUpdate"), "Read-only or unknown fields are a 400"
+                ),
+            ),
+            "delete": _op(
+                "deleteMedia",
+                "Delete the media and its files",
+                "media",
+                {"204": _no_body("Deleted"), **_errors(401, 404, 503)},
+            ),
+        },
+        f"{API}/{{media_id}}/download/": {
+            "parameters": media_id,
+            "get": _op(
+                "downloadMedia",
+                "Redirect to the file (counts a download)",
+                "media",
+                {
+                    "302": _no_body(
+                        "To the file",
+                        Location={"required": True, "schema": {"type": "string", "format": "uri"}},
+                    ),
+                    **_errors(401, 404, 409, 503),
+                },
+            ),
+        },
+        f"{API}/{{media_id}}/set_primary/": {
+            "parameters": media_id,
+            "post": _op(
+                "setPrimaryMedia",
+                "Make the media the primary one of its entity",
+                "media",
+                {"200": _json("The media, now primary", media), **_errors(401, 404, 409, 503)},
+            ),
+        },
+        f"{API}/{{media_id}}/process/": {
+            "parameters": media_id,
+            "post": _op(
+                "processMedia",
+                "Queue processing operations (on a failed media: the retry)",
+                "media",
+                {
+                    "202": _json("Queued: the media with its job", media),
+                    **_errors(400, 401, 404, 409, 413, 503),
+                },
+                requestBody=_json_body(_ref("ProcessRequest")),
+            ),
+        },
+        f"{API}/bulk_delete/": {
+            "post": _op(
+                "bulkDeleteMedia",
+                "Delete several media",
+                "media",
+                {
+                    "200": _json("How many went, and which failed", _ref("BulkDeleteResult")),
+                    **_errors(400, 401, 413, 503),
+                },
+                requestBody=_json_body(_ref("BulkDeleteRequest")),
+            )
+        },
+        f"{API}/bulk_update/": {
+            "post": _op(
+                "bulkUpdateMedia",
+                "Apply the same metadata to several media (not is_primary)",
+                "media",
+                {
+                    "200": _json("How many changed, and which failed", _ref("BulkUpdateResult")),
+                    **_errors(400, 401, 413, 503),
+                },
+                requestBody=_json_body(_ref("BulkUpdateRequest")),
+            )
+        },
+    }
+
+
+def _upload_paths() -> dict[str, Schema]:
+    media = _ref("Media")
+    links = {
+        name: {"operationId": operation, "parameters": {"media_id": "$response.body#/media_id"}}
+        for name, operation in (
+            ("GetMedia", "getMedia"),
+            ("UpdateMedia", "updateMedia"),
+            ("ConfirmUpload", "confirmUpload"),
+            ("ProcessMedia", "processMedia"),
+            ("SetPrimary", "setPrimaryMedia"),
+            ("DownloadMedia", "downloadMedia"),
+            ("DeleteMedia", "deleteMedia"),
+        )
+    }
+    return {
+        f"{API}/upload/": {
+            "post": _op(
+                "uploadMedia",
+                "Upload one file (multipart, streamed)",
+                "uploads",
+                {
+                    "201": _json("Stored and recorded", media),
+                    **_errors(400, 401, 403, 409, 413, 503),
+                },
+                requestBody={
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": _ref("UploadForm")}},
+                },
+            )
+        },
+        f"{API}/batch_upload/": {
+            "post": _op(
+                "batchUploadMedia",
+                "Upload several files to one entity (multipart)",
+                "uploads",
+                {
+                    "201": _json("At least one file was stored", _ref("BatchResult")),
+                    "400": _json(
+                        "Invalid form, or no file could be stored",
+                        {"anyOf": [_ref("Error"), _ref("BatchFailure")]},
+                    ),
+                    **_errors(401, 403, 413, 503),
+                },
+                requestBody={
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": _ref("BatchUploadForm")}},
+                },
+            )
+        },
+        f"{API}/presigned_upload/": {
+            "post": _op(
+                "presignedUpload",
+                "Record a pending media and get a signed PUT URL for its bytes",
+                "uploads",
+                {
+                    "201": {
+                        **_json(
+                            "PUT the bytes with upload_headers, then confirm",
+                            _ref("PresignedUpload"),
+                        ),
+                        "links": links,
+                    },
+                    **_errors(400, 401, 403, 413, 503),
+                },
+                requestBody=_json_body(_ref("PresignedUploadRequest")),
+            )
+        },
+        f"{API}/{{media_id}}/confirm_upload/": {
+            "parameters": [_param("MediaId")],
+            "post": _op(
+                "confirmUpload",
+                "Check the uploaded object and move the media on (uploader or admin)",
+                "uploads",
+                {
+                    "200": _json("The media (confirming again changes nothing)", media),
+                    "400": _json("The object was rejected (the media failed)", _ref("Error")),
+                    **_errors(401, 403, 404, 503),
+                    "409": _json("upload not found", _ref("Error")),
+                },
+            ),
+        },
+    }
+
+
+def _local_storage_paths() -> dict[str, Schema]:
+    signed = [_param("StorageKey"), _param("Expires"), _param("Signature")]
+    binary: Schema = {"*/*": {"schema": {}}}
+    file_headers: dict[str, Schema] = {
+        "ETag": {"required": True, "schema": {"type": "string"}},
+        "Cache-Control": {"schema": {"type": "string"}},
+        "Content-Disposition": {
+            "schema": {"type": "string"},
+            "description": "attachment, for anything but raster images, audio and video",
+        },
+    }
+    file_responses = {
+        "200": {"description": "The file", "headers": _headers(**file_headers), "content": binary},
+        "206": {
+            "description": "Part of the file",
+            "headers": {
+                **_headers(**file_headers),
+                "Content-Range": {"required": True, "schema": {"type": "string"}},
+            },
+            "content": binary,
+        },
+        "304": _no_body("Not modified (If-None-Match)"),
+        "403": _json("Invalid or expired file URL", _ref("Error")),
+        "404": _json("No such file", _ref("Error")),
+        **_errors(416),
+    }
+    upload_types = _accepted(frozenset(t for kind in KINDS.values() for t in kind.sniffed))
+    return {
+        "/files/{key}": {
+            "parameters": signed,
+            "get": _op(
+                "getFile",
+                "A stored file under a signed, expiring URL (local storage; Range, ETag)",
+                "files",
+                file_responses,
+                security=[],
+            ),
+            "head": _op(
+                "headFile", "Headers of a stored file", "files", file_responses, security=[]
+            ),
+        },
+        "/uploads/{key}": {
+            "put": _op(
+                "putPresignedUpload",
+                "The bytes of a presigned upload (local storage; the signed URL is the credential)",
+                "files",
+                {
+                    "200": _json("Stored; now confirm the upload", _ref("LocalUploadResult")),
+                    "400": _json("Wrong Content-Type or size", _ref("Error")),
+                    "403": _json("Invalid or expired upload URL", _ref("Error")),
+                    "404": _json("No upload is expected at this URL", _ref("Error")),
+                    "409": _json("This upload URL was already used", _ref("Error")),
+                    **_errors(413, 503),
+                },
+                security=[],
+                parameters=[
+                    _param("StorageKey"),
+                    {
+                        "name": "content_type",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "The body's Content-Type must be exactly this",
+                    },
+                    {
+                        "name": "size",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1},
+                        "description": "The body must have exactly this many bytes",
+                    },
+                    _param("Expires"),
+                    _param("Signature"),
+                ],
+                requestBody={
+                    "required": True,
+                    "content": {t: {"schema": BINARY} for t in upload_types},
+                },
+            )
+        },
+    }
+
+
+def _ops_paths() -> dict[str, Schema]:
+    return {
+        f"{API}/openapi.json": {
+            "get": _op(
+                "getOpenApi",
+                "This document",
+                "operations",
+                {"200": _json("OpenAPI 3.1", {"type": "object"})},
+                security=[],
+            )
+        },
+        "/healthz": {
+            "get": _op(
+                "health",
+                "Liveness: the process answers",
+                "operations",
+                {"200": _json("Alive", _ref("Health"))},
+                security=[],
+            )
+        },
+        "/readyz": {
+            "get": _op(
+                "readiness",
+                "Readiness: the database and the storage answer",
+                "operations",
+                {
+                    "200": _json("Ready", _ref("Readiness")),
+                    "503": _json("Not ready", _ref("NotReady")),
+                },
+                security=[],
+            )
+        },
+        "/metrics": {
+            "get": _op(
+                "metrics",
+                "Prometheus metrics",
+                "operations",
+                {
+                    "200": {
+                        "description": "Prometheus text exposition format",
+                        "headers": _headers(),
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+                security=[],
+            )
+        },
+    }
