@@ -134,3 +134,34 @@ async def test_storage_gone_is_not_ready(tmp_path: Path) -> None:
         assert ready.json["checks"] == {"database": "ok", "storage": "unavailable"}
     finally:
         await service.stop()
+
+
+async def test_idle_and_slow_connections_are_cut_off(tmp_path: Path) -> None:
+    service = await start_service(_settings(tmp_path, idle_connection_timeout=1, body_timeout=1))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), timeout=5) == b""  # idle: closed
+        assert 0.5 < time.monotonic() - started < 4
+        writer.close()
+        sub = str(uuid.uuid4())
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        writer.write(
+            (
+                f"POST {API}/upload/ HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {make_token(sub)}\r\n"
+                "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 5000\r\n\r\n--b\r\n"
+            ).encode()
+        )
+        await writer.drain()
+        started = time.monotonic()
+        await asyncio.wait_for(reader.read(), timeout=5)  # a body that stalls: cut off
+        assert time.monotonic() - started < 4
+        writer.close()
+        for _ in range(100):
+            if service.context.uploads.count == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert service.context.uploads.count == 0
+        assert list(service.context.settings.spool_path.glob("upload-*")) == []
+    finally:
+        await service.stop()
