@@ -137,18 +137,23 @@ class Client:
         )
 
 
+def service_settings(data_dir: Path, **changes: Any) -> Settings:
+    """Settings of a service under test: a free loopback port, the database in memory."""
+    defaults: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "port": 0,
+        "embedded_db_in_memory": True,
+        "jwt_secret": TEST_SECRET,
+        "log_level": "warning",
+        "dispatcher_poll_interval": 0.2,
+        "shutdown_timeout": 2,
+    }
+    return Settings(**{**defaults, **changes})
+
+
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    data = tmp_path_factory.mktemp("data")
-    return Settings(
-        data_dir=str(data),
-        port=0,
-        embedded_db_in_memory=True,
-        jwt_secret=TEST_SECRET,
-        log_level="warning",
-        dispatcher_poll_interval=0.2,
-        shutdown_timeout=2,
-    )
+    return service_settings(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="session")
@@ -367,15 +372,8 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 @pytest.fixture(scope="session")
 def s3_settings(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Settings:
-    data = tmp_path_factory.mktemp("s3-data")
-    return Settings(
-        data_dir=str(data),
-        port=0,
-        embedded_db_in_memory=True,
-        jwt_secret=TEST_SECRET,
-        log_level="warning",
-        dispatcher_poll_interval=0.2,
-        shutdown_timeout=2,
+    return service_settings(
+        tmp_path_factory.mktemp("s3-data"),
         storage="s3",
         s3_endpoint_url=s3_server.endpoint,
         s3_bucket=f"mediasvc-test-{uuid.uuid4().hex[:12]}",

@@ -16,7 +16,7 @@ import pytest
 from mediasvc.app import Service, start_service
 from mediasvc.embedded_db import EmbeddedMongo, free_loopback_port
 from mediasvc.settings import Settings
-from tests.conftest import API, TEST_SECRET, Caller, Client, make_token
+from tests.conftest import API, Caller, Client, make_token, service_settings
 
 
 async def test_healthz_and_readyz(client: Client) -> None:
@@ -48,11 +48,8 @@ async def test_metrics_are_prometheus_text(
 
 
 def _settings(tmp_path: Path, **changes: Any) -> Settings:
-    return Settings(
-        data_dir=str(tmp_path / "var"), port=0, embedded_db_in_memory=True, jwt_secret=TEST_SECRET,
-        log_level="critical", processing_enabled=False, sweep_interval=0, shutdown_timeout=1,
-        **changes,
-    )  # fmt: skip
+    quiet = {"log_level": "critical", "processing_enabled": False, "sweep_interval": 0}
+    return service_settings(tmp_path / "var", **{"shutdown_timeout": 1, **quiet, **changes})
 
 
 @pytest.fixture
@@ -144,12 +141,13 @@ async def test_idle_and_slow_connections_are_cut_off(tmp_path: Path) -> None:
         assert await asyncio.wait_for(reader.read(), timeout=5) == b""  # idle: closed
         assert 0.5 < time.monotonic() - started < 4
         writer.close()
-        sub = str(uuid.uuid4())
+        token = make_token(str(uuid.uuid4()))
         reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
         writer.write(
             (
-                f"POST {API}/upload/ HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {make_token(sub)}\r\n"
-                "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 5000\r\n\r\n--b\r\n"
+                f"POST {API}/upload/ HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n"
+                "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 5000\r\n\r\n"
+                "--b\r\n"
             ).encode()
         )
         await writer.drain()

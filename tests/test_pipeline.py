@@ -19,7 +19,7 @@ import pytest
 
 from mediasvc.app import Service, start_service
 from mediasvc.settings import Settings
-from tests.conftest import API, TEST_SECRET, Caller, Client, make_token
+from tests.conftest import API, Caller, Client, make_token, service_settings
 
 MAKE_IMAGES = r"""
 import sys, pyvips
@@ -349,12 +349,8 @@ def test_server_process_never_imports_pyvips() -> None:
 
 @pytest.fixture
 async def strict_service(tmp_path: Path) -> AsyncIterator[tuple[Service, Client]]:
-    settings = Settings(
-        data_dir=str(tmp_path / "var"),
-        port=0,
-        embedded_db_in_memory=True,
-        jwt_secret=TEST_SECRET,
-        log_level="warning",
+    settings = service_settings(
+        tmp_path / "var",
         workers=2,
         job_timeout=3,
         job_max_attempts=2,
