@@ -74,10 +74,10 @@ def openapi_document(server_url: str) -> dict[str, Any]:
 
 
 _DESCRIPTION = """\
-Every error is `{"error": "..."}` (400, 401, 403, 404, 405, 409, 413, 416, 503; 503 carries
-`Retry-After`) and every response has an `X-Request-Id`. Methods a path does not list answer
-405. Reads of media the caller may not see are 404; writes to entities it may not act on are
-403. Limits shown are the defaults of the settings schema (`mediasvc config`)."""
+Every error is `{"error": "..."}` (400, 401, 403, 404, 405, 409, 413, 416, 429, 503; 429 and
+503 carry `Retry-After`) and every response has an `X-Request-Id`. Methods a path does not
+list answer 405. Reads of media the caller may not see are 404; writes to entities it may not
+act on are 403. Limits shown are the defaults of the settings schema (`mediasvc config`)."""
 
 
 # ---- helpers
@@ -233,6 +233,8 @@ def _schemas() -> dict[str, Schema]:
     side: Schema = {"type": "integer", "minimum": 1, "maximum": max_side}
     resize = _obj({"width": side, "height": side})
     content_types = sorted({kind.content_type for kind in KINDS.values()})
+    check: Schema = {"type": "string", "enum": ["ok", "timeout", "unavailable"]}
+    max_batch = min(_default("max_batch_files"), _default("max_form_parts") - 2)
     failed_id = _obj({"id": {"type": "string"}, "error": {"type": "string"}})
     batch: dict[str, Schema] = {
         "created": {
@@ -333,6 +335,12 @@ def _schemas() -> dict[str, Schema]:
             "description": "`options.resize` is required with, and only allowed with, the "
             "`resize` operation. Videos and images take every operation; audio and PDF only "
             "`thumbnail`; other documents none (400).",
+            "if": {
+                "properties": {"operations": {"contains": {"const": "resize"}}},
+                "required": ["operations"],
+            },
+            "then": {"properties": {"options": {"required": ["resize"]}}, "required": ["options"]},
+            "else": {"properties": {"options": {"not": {"required": ["resize"]}}}},
         },
         "PresignedUploadRequest": {
             **_obj(
@@ -403,7 +411,10 @@ def _schemas() -> dict[str, Schema]:
                     "entity_type": {"type": "string", "pattern": ENTITY_TYPE_PATTERN},
                     "entity_id": uuid,
                     **_text_fields(for_request=True),
-                    "is_primary": {"type": "boolean"},
+                    "is_primary": {
+                        "type": "boolean",
+                        "description": "Also 1/0, yes/no, on/off; empty is false",
+                    },
                     "display_order": _display_order(),
                 },
                 required=["file", "entity_type", "entity_id"],
@@ -417,43 +428,21 @@ def _schemas() -> dict[str, Schema]:
                     "files": {
                         "type": "array",
                         "minItems": 1,
-                        "maxItems": _default("max_batch_files"),
+                        "maxItems": max_batch,
                         "items": BINARY,
                     },
                     "entity_type": {"type": "string", "pattern": ENTITY_TYPE_PATTERN},
                     "entity_id": uuid,
                 },
             ),
-            "description": "`files` repeated; each file is checked and stored on its own.",
+            "description": "`files` repeated; each file is checked and stored on its own. "
+            f"At most {max_batch} files: `max_batch_files`, and `max_form_parts` less the two "
+            "entity fields.",
         },
-        "Health": {
-            "type": "object",
-            "properties": {"status": {"const": "ok"}},
-            "required": ["status"],
-        },
-        "Readiness": {
-            "type": "object",
-            "properties": {
-                "status": {"const": "ready"},
-                "checks": {"$ref": "#/components/schemas/ReadinessChecks"},
-            },
-            "required": ["status", "checks"],
-        },
-        "NotReady": {
-            "type": "object",
-            "properties": {
-                "error": {"type": "string"},
-                "checks": {"$ref": "#/components/schemas/ReadinessChecks"},
-            },
-            "required": ["error", "checks"],
-        },
-        "ReadinessChecks": {
-            "type": "object",
-            "properties": {"database": {"type": "string"}, "storage": {"type": "string"}},
-            "required": ["database", "storage"],
-            "additionalProperties": {"type": "string"},
-            "description": '"ok", or what is wrong',
-        },
+        "Health": _obj({"status": {"const": "ok"}}),
+        "Readiness": _obj({"status": {"const": "ready"}, "checks": _ref("ReadinessChecks")}),
+        "NotReady": _obj({"error": {"type": "string"}, "checks": _ref("ReadinessChecks")}),
+        "ReadinessChecks": _obj({"database": check, "storage": check}),
     }
 
 
@@ -665,7 +654,7 @@ def _upload_paths() -> dict[str, Schema]:
                 "uploads",
                 {
                     "201": _json("Stored and recorded", media),
-                    **_errors(400, 401, 403, 409, 413, 503),
+                    **_errors(400, 401, 403, 409, 413, 429, 503),
                 },
                 requestBody={
                     "required": True,
@@ -684,7 +673,7 @@ def _upload_paths() -> dict[str, Schema]:
                         "Invalid form, or no file could be stored",
                         {"anyOf": [_ref("Error"), _ref("BatchFailure")]},
                     ),
-                    **_errors(401, 403, 413, 503),
+                    **_errors(401, 403, 413, 429, 503),
                 },
                 requestBody={
                     "required": True,
@@ -749,6 +738,7 @@ def _local_storage_paths() -> dict[str, Schema]:
             "content": binary,
         },
         "304": _no_body("Not modified (If-None-Match)"),
+        "400": _json("Malformed request (a GET with an unparsable form body)", _ref("Error")),
         "403": _json("Invalid or expired file URL", _ref("Error")),
         "404": _json("No such file", _ref("Error")),
         **_errors(416),
@@ -779,7 +769,7 @@ def _local_storage_paths() -> dict[str, Schema]:
                     "403": _json("Invalid or expired upload URL", _ref("Error")),
                     "404": _json("No upload is expected at this URL", _ref("Error")),
                     "409": _json("This upload URL was already used", _ref("Error")),
-                    **_errors(413, 503),
+                    **_errors(413, 429, 503),
                 },
                 security=[],
                 parameters=[
@@ -837,7 +827,11 @@ def _ops_paths() -> dict[str, Schema]:
                 "operations",
                 {
                     "200": _json("Ready", _ref("Readiness")),
-                    "503": _json("Not ready", _ref("NotReady")),
+                    "503": _json(
+                        "Not ready",
+                        _ref("NotReady"),
+                        **{"Retry-After": {"$ref": "#/components/headers/Retry-After"}},
+                    ),
                 },
                 security=[],
             )

@@ -75,8 +75,10 @@ class MediaRepository(ABC):
         """Add one to a counter and return the record after the change."""
 
     @abstractmethod
-    async def update(self, media_id: str, changes: Doc, unset: tuple[str, ...] = ()) -> Doc | None:
-        """Set (and unset) fields of one record and return it after the change."""
+    async def update(
+        self, media_id: str, changes: Doc, unset: tuple[str, ...] = (), where: Doc | None = None
+    ) -> Doc | None:
+        """Set (and unset) fields of one record (if it also matches `where`); return it after."""
 
     @abstractmethod
     async def update_many(self, media_ids: list[str], changes: Doc) -> int:
@@ -182,13 +184,15 @@ class MongoMediaRepository(MediaRepository):
                 {"_id": media_id}, {"$inc": {counter: 1}}, return_document=ReturnDocument.AFTER
             )
 
-    async def update(self, media_id: str, changes: Doc, unset: tuple[str, ...] = ()) -> Doc | None:
+    async def update(
+        self, media_id: str, changes: Doc, unset: tuple[str, ...] = (), where: Doc | None = None
+    ) -> Doc | None:
         operation: Doc = {"$set": changes}
         if unset:
             operation["$unset"] = {name: "" for name in unset}
         with database_errors():
             return await self._media.find_one_and_update(
-                {"_id": media_id}, operation, return_document=ReturnDocument.AFTER
+                {**(where or {}), "_id": media_id}, operation, return_document=ReturnDocument.AFTER
             )
 
     async def update_many(self, media_ids: list[str], changes: Doc) -> int:

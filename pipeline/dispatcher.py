@@ -55,6 +55,10 @@ class Dispatcher:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._next_housekeeping = 0.0
+        self._housekeeping_interval = max(
+            settings.dispatcher_poll_interval, min(5.0, settings.job_lease / 4)
+        )
 
     @property
     def lease_ms(self) -> int:
@@ -112,11 +116,16 @@ class Dispatcher:
     async def _claim(self) -> Job | None:
         if self._stopping:
             return None
-        if not self._running:  # suspects run alone, so a crash names its culprit
+        # Suspects and expired leases are rare: look for them now and then, not at every
+        # claim, which keeps an idle or busy queue at one query per claim.
+        housekeeping = time.monotonic() >= self._next_housekeeping
+        if housekeeping:
+            self._next_housekeeping = time.monotonic() + self._housekeeping_interval
+        if housekeeping and not self._running:  # suspects run alone: a crash names its culprit
             job = await self.queue.claim(self.lease_ms, suspects=True)
             if job is not None:
                 return job
-        return await self.queue.claim(self.lease_ms)
+        return await self.queue.claim(self.lease_ms, expired=housekeeping)
 
     async def _idle(self) -> None:
         self._wake.clear()
@@ -156,14 +165,15 @@ class Dispatcher:
             heartbeat.cancel()
 
     async def _process(self, job: Job) -> None:
-        media = await self.repository.get(job["media_id"])
+        # Showing the job as running and reading the media is one round trip.
+        running = job_summary({**job, "state": "running"})
+        media = await self.repository.update(job["media_id"], {"job": running})
         if media is None:
             await self.queue.settle(job["_id"], "failed", "The media was deleted")
             return
         if job["attempts"] > self.settings.job_max_attempts:
             await self._give_up(job, media, job.get("error") or "Too many attempts")
             return
-        await self._show(media["_id"], {**job, "state": "running"})
         work_dir = await self._io_call(tempfile.mkdtemp, "", "job-", str(self.settings.spool_path))
         try:
             spec = await self._spec(job, media, work_dir)
@@ -221,18 +231,20 @@ class Dispatcher:
         if settled is None:  # our lease was lost and someone else has the job now
             await self.blobs.delete([v["key"] for v in stored])
             return
-        others = await self.queue.active_count(media["_id"], job["_id"])
         variants = _merge_variants(media.get("variants", []), stored)
         changes: Doc = {
             "variants": variants,
             "thumbnail_key": next((v["key"] for v in variants if v["name"] == "thumbnail"), None),
-            "status": "processing" if others else "ready",
-            "error": None,
-            "job": job_summary(settled),
             "updated_at": now_ms(),
         }
         changes.update({k: v for k, v in result.info.items() if k in MEDIA_FACTS and v is not None})
-        if await self.repository.update(media["_id"], changes) is None:
+        # The media is ready only if no later job was queued for it meanwhile (that job's
+        # summary would have replaced ours): one conditional update, no count.
+        finished = {**changes, "status": "ready", "error": None, "job": job_summary(settled)}
+        updated = await self.repository.update(media["_id"], finished, where={"job.id": job["_id"]})
+        if updated is None:
+            updated = await self.repository.update(media["_id"], changes)
+        if updated is None:
             await self.blobs.delete([v["key"] for v in stored])  # deleted while we worked
             return
         replaced = {v["key"] for v in media.get("variants", [])} - {v["key"] for v in variants}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ class WorkerPool:
             max_workers=self.config.workers,
             mp_context=multiprocessing.get_context(self.config.start_method),
             initializer=init_worker,
-            initargs=(self.config.memory_limit,),
+            initargs=(self.config.memory_limit, os.getpid()),
             max_tasks_per_child=self.config.tasks_per_child,
         )
 

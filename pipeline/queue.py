@@ -31,11 +31,13 @@ class JobQueue:
         self._jobs = jobs
         self.owner = owner
 
-    async def claim(self, lease_ms: int, *, suspects: bool = False) -> Job | None:
-        """Take the oldest queued job (or a suspect one), else one whose lease expired."""
+    async def claim(
+        self, lease_ms: int, *, suspects: bool = False, expired: bool = True
+    ) -> Job | None:
+        """The oldest queued job (or a suspect one); else, if `expired`, one whose lease ran out."""
         queued = {"state": "queued", "suspect": suspects}
         job = await self._take(queued, lease_ms)
-        if job is None and not suspects:
+        if job is None and expired and not suspects:
             job = await self._take(
                 {"state": "running", "lease_expires_at": {"$lt": now_ms()}}, lease_ms
             )
@@ -97,15 +99,4 @@ class JobQueue:
                 {"_id": job_id, "owner": self.owner},
                 update,
                 return_document=ReturnDocument.AFTER,
-            )
-
-    async def active_count(self, media_id: str, except_id: str) -> int:
-        """Queued or running jobs of a media other than `except_id`."""
-        with database_errors():
-            return await self._jobs.count_documents(
-                {
-                    "media_id": media_id,
-                    "state": {"$in": ["queued", "running"]},
-                    "_id": {"$ne": except_id},
-                }
             )

@@ -8,8 +8,12 @@ The heavy libraries (pyvips) are imported inside the workers only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import signal
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,14 +69,31 @@ class Refused(Exception):
     """The input cannot or must not be processed; the message is the reason shown to users."""
 
 
-def init_worker(memory_limit: int) -> None:
-    """Pool initializer: one libvips thread per worker, an optional address-space limit."""
+def init_worker(memory_limit: int, server_pid: int) -> None:
+    """Pool initializer: one libvips thread per worker, an optional address-space limit,
+    and a watch that ends the worker when its server is gone."""
+    threading.Thread(target=_exit_with_server, args=(server_pid,), daemon=True).start()
     os.environ["VIPS_CONCURRENCY"] = "1"
     if memory_limit > 0:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
     import pyvips
 
     pyvips.cache_set_max(0)
+
+
+def _exit_with_server(server_pid: int) -> None:
+    # Workers are children of the forkserver, not of the server, and hold both ends of
+    # their task queue: if the server is killed outright they would wait forever.
+    while True:
+        time.sleep(1)
+        try:
+            os.kill(server_pid, 0)
+        except ProcessLookupError:
+            forkserver = os.getppid()
+            if forkserver not in (1, server_pid):
+                with contextlib.suppress(OSError):
+                    os.kill(forkserver, signal.SIGTERM)
+            os._exit(1)
 
 
 def run_task(spec: TaskSpec) -> TaskResult:

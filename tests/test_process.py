@@ -200,9 +200,11 @@ def test_jobs_in_flight_survive_a_killed_server(tmp_path: Path) -> None:
         time.sleep(0.02)
     else:
         raise AssertionError("the job never started")
+    children = psutil.Process(first.process.pid).children(recursive=True)
     first.process.kill()
     first.process.wait()
-    time.sleep(1)  # the embedded database (SIGTERM via PDEATHSIG) and workers go down
+    _, alive = psutil.wait_procs(children, timeout=10)  # database, forkserver, workers, ffmpeg
+    assert not alive, f"left behind: {[p.cmdline()[:3] for p in alive]}"
     second = Server(data, job_lease="2", dispatcher_poll_interval="0.2")
     try:
         done = second.settled(token, media["id"], timeout=90)
