@@ -778,7 +778,7 @@ def _local_storage_paths() -> dict[str, Schema]:
                         "name": "content_type",
                         "in": "query",
                         "required": True,
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "enum": upload_types},
                         "description": "The body's Content-Type must be exactly this",
                     },
                     {
@@ -793,7 +793,8 @@ def _local_storage_paths() -> dict[str, Schema]:
                 ],
                 requestBody={
                     "required": True,
-                    "content": {t: {"schema": BINARY} for t in upload_types},
+                    "description": "The file's bytes, with `Content-Type: <content_type>`",
+                    "content": {"*/*": {"schema": BINARY}},
                 },
             )
         },

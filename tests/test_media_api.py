@@ -307,8 +307,9 @@ async def test_delete_removes_record_and_file(
 async def test_bulk_delete(
     client: Client, user: Caller, other_user: Caller, samples: dict[str, bytes], settings: Settings
 ) -> None:
-    mine = [await upload(client, user, samples) for _ in range(2)]
-    theirs = await upload(client, other_user, samples)
+    # Documents: no processing runs, so no derived file can appear while we look.
+    mine = [await upload(client, user, samples, "txt") for _ in range(2)]
+    theirs = await upload(client, other_user, samples, "txt")
     missing = str(uuid.uuid4())
     before = stored_files(settings)
     body = {"media_ids": [mine[0]["id"], mine[1]["id"], theirs["id"], missing, "junk"]}

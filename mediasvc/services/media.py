@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from mediasvc.auth import Principal
@@ -25,6 +24,7 @@ from mediasvc.pipeline.jobs import (
     new_job,
 )
 from mediasvc.repository import Doc, MediaRepository, PrimaryTaken
+from mediasvc.services.presenter import present_media
 from mediasvc.settings import Settings
 from mediasvc.storage import BlobStore
 from mediasvc.upload import ReceivedFile
@@ -469,62 +469,8 @@ class MediaService:
     # ---- output
 
     def present(self, media: Doc, base_url: str) -> Doc:
-        """The API form of a media record (every field of the spec's list example, typed)."""
-        return {
-            "id": media["_id"],
-            "url": self.blobs.url(media["storage_key"], base_url),
-            "thumbnail_url": (
-                self.blobs.url(media["thumbnail_key"], base_url)
-                if media.get("thumbnail_key")
-                else None
-            ),
-            "filename": media["filename"],
-            "file_size": media["file_size"],
-            "content_type": media["content_type"],
-            "media_type": media["media_type"],
-            "entity_type": media["entity_type"],
-            "entity_id": media["entity_id"],
-            "title": media["title"],
-            "description": media["description"],
-            "alt_text": media["alt_text"],
-            "status": media["status"],
-            "error": media.get("error"),
-            "width": media.get("width"),
-            "height": media.get("height"),
-            "is_primary": bool(media.get("is_primary")),
-            "display_order": media["display_order"],
-            "view_count": media.get("view_count", 0),
-            "download_count": media.get("download_count", 0),
-            "duration": media.get("duration"),
-            "bitrate": media.get("bitrate"),
-            "sha256": media.get("sha256"),
-            "variants": [
-                {
-                    **{k: v for k, v in variant.items() if k != "key"},
-                    "url": self.blobs.url(variant["key"], base_url),
-                }
-                for variant in media.get("variants", [])
-            ],
-            "job": _present_job(media.get("job")),
-            "created_at": iso(media["created_at"]),
-            "updated_at": iso(media["updated_at"]),
-        }
-
-
-def iso(millis: int) -> str:
-    """Milliseconds since the epoch as `2024-01-15T10:30:00.123Z`."""
-    moment = datetime.fromtimestamp(millis / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis % 1000:03d}Z"
-
-
-def _present_job(job: Doc | None) -> Doc | None:
-    if job is None:
-        return None
-    times = ("created_at", "started_at", "finished_at")
-    shown = {k: (iso(v) if k in times and v else v) for k, v in job.items()}
-    started, finished = job.get("started_at"), job.get("finished_at")
-    shown["duration_ms"] = finished - started if started and finished else None
-    return shown
+        """The API form of a media record."""
+        return present_media(media, self.blobs, base_url)
 
 
 def _gone() -> Doc:
