@@ -50,6 +50,14 @@ class ContextMixin(_HandlerBase):
 class JsonErrorsMixin(ContextMixin):
     """`{"error": "..."}` for every error status; domain errors mapped to their status."""
 
+    def allowed_methods(self) -> list[str]:
+        """The methods this handler implements."""
+        base = tornado.web.RequestHandler
+        return [
+            m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+            if getattr(type(self), m.lower(), None) is not getattr(base, m.lower(), None)
+        ]  # fmt: skip
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Never a traceback: a short JSON message, and Retry-After where it helps."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -64,6 +72,11 @@ class JsonErrorsMixin(ContextMixin):
             message = HTTPStatus(status_code).phrase if status_code in _KNOWN else "Error"
             if status_code >= 500:
                 message = "Internal server error"
+        status = self.get_status()
+        if status == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
+        if status == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="mediasvc"')
         self.clear_header("Content-Disposition")
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"error": message}))
@@ -99,9 +112,7 @@ class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
         """Refuse unknown methods and over-limit bodies before reading a byte of the body."""
         self._tracked = True
         self.ctx.requests.begin()
-        method = (self.request.method or "").lower()
-        if getattr(type(self), method, None) is getattr(tornado.web.RequestHandler, method, None):
-            raise tornado.web.HTTPError(405)
+        self.check_method()
         limit = self.body_limit
         declared = self.request.headers.get("Content-Length", "")
         if re.fullmatch(r"[0-9]{1,19}", declared) and int(declared) > limit:
@@ -124,6 +135,11 @@ class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
             self.refuse(TooLarge(f"Request body exceeds the maximum of {self.body_limit} bytes"))
             return
         self._body += chunk
+
+    def check_method(self) -> None:
+        """A 405 (with `Allow`) for a method this handler does not implement."""
+        if (self.request.method or "") not in self.allowed_methods():
+            raise tornado.web.HTTPError(405)
 
     def on_finish(self) -> None:
         self._untrack()

@@ -53,6 +53,7 @@ class LocalPutHandler(BaseHandler):
         return self.declared_size
 
     async def prepare(self) -> None:
+        self.check_method()  # before the signature: a wrong method is a 405, not a 403
         key = self.path_args[0] if self.path_args else ""
         store = self.ctx.blobs
         assert isinstance(store, LocalBlobStore)

@@ -20,7 +20,9 @@ class FileKind:
 
 
 def _kind(ext: str, media_type: str, content_type: str, *sniffed: str) -> FileKind:
-    return FileKind(ext, media_type, content_type, frozenset((content_type, *sniffed)))
+    # MIME types compare case-insensitively: kept lower-case here, lowered when compared.
+    names = frozenset(name.lower() for name in (content_type, *sniffed))
+    return FileKind(ext, media_type, content_type, names)
 
 
 _ZIP = ("application/zip", "application/octet-stream")
@@ -115,6 +117,7 @@ def kind_for_extension(extension: str) -> FileKind | None:
 
 def sniff_agrees(kind: FileKind, sniffed: str, head: bytes) -> bool:
     """Whether the type libmagic found in the first bytes fits the extension's kind."""
+    sniffed = sniffed.lower()
     if kind.extension == "svg":
         return (sniffed in kind.sniffed or sniffed in _SVG_FALLBACKS) and bool(
             _SVG_START.match(head)

@@ -7,6 +7,7 @@ them. A server configured with other limits keeps the same shapes and status cod
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -22,12 +23,20 @@ JOB_STATES = ("queued", "running", "done", "failed")
 ENTITY_TYPE_PATTERN = "^[a-z][a-z0-9_\\-]{0,63}$"
 NO_NUL = "^[^\\u0000]*$"
 MAX_QUERY_INT = 999_999_999_999  # query integers may have at most 12 characters
-BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
+# Shared pieces; the document is deep-copied before it is handed out, so none is aliased.
+BINARY: Schema = {"type": "string", "format": "binary"}
+UUID: Schema = {"type": "string", "format": "uuid"}
+TIMESTAMP: Schema = {"type": "string", "format": "date-time"}
+URI: Schema = {"type": "string", "format": "uri"}
+COUNTER: Schema = {"type": "integer", "minimum": 0}
+TEXT: Schema = {"type": "string"}
+ENTITY_TYPE: Schema = {"type": "string", "pattern": ENTITY_TYPE_PATTERN}
+_CHECK: Schema = {"type": "string", "enum": ["ok", "timeout", "unavailable"]}
 
 
 def openapi_document(server_url: str) -> dict[str, Any]:
     """The document, with `server_url` as its server."""
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": "mediasvc",
@@ -43,7 +52,13 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             {"name": "files", "description": "Files of the local blob store"},
             {"name": "operations", "description": "Health, readiness, metrics and this document"},
         ],
-        "paths": {**_media_paths(), **_upload_paths(), **_local_storage_paths(), **_ops_paths()},
+        "paths": {
+            **_media_paths(),
+            **_media_action_paths(),
+            **_upload_paths(),
+            **_local_storage_paths(),
+            **_ops_paths(),
+        },
         "components": {
             "securitySchemes": {
                 "bearerAuth": {
@@ -71,6 +86,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             },
         },
     }
+    return copy.deepcopy(document)
 
 
 _DESCRIPTION = """\
@@ -224,98 +240,101 @@ def _accepted(content_types: frozenset[str]) -> list[str]:
 
 
 def _schemas() -> dict[str, Schema]:
-    uuid: Schema = {"type": "string", "format": "uuid"}
-    timestamp: Schema = {"type": "string", "format": "date-time"}
-    uri: Schema = {"type": "string", "format": "uri"}
-    counter: Schema = {"type": "integer", "minimum": 0}
-    operations: Schema = {"type": "array", "items": {"type": "string", "enum": list(OPERATIONS)}}
-    max_side = _default("max_resize_dimension")
-    side: Schema = {"type": "integer", "minimum": 1, "maximum": max_side}
-    resize = _obj({"width": side, "height": side})
-    content_types = sorted({kind.content_type for kind in KINDS.values()})
-    check: Schema = {"type": "string", "enum": ["ok", "timeout", "unavailable"]}
-    max_batch = min(_default("max_batch_files"), _default("max_form_parts") - 2)
-    failed_id = _obj({"id": {"type": "string"}, "error": {"type": "string"}})
-    batch: dict[str, Schema] = {
-        "created": {
-            "type": "array",
-            "items": _obj(
-                {
-                    "id": uuid,
-                    "filename": {"type": "string"},
-                    "status": {"type": "string", "enum": list(STATUSES)},
-                }
-            ),
-        },
-        "errors": {
-            "type": "array",
-            "items": _obj({"filename": {"type": "string"}, "error": {"type": "string"}}),
-        },
-        "summary": _obj({"total": counter, "successful": counter, "failed": counter}),
-    }
     return {
-        "Error": _obj({"error": {"type": "string"}}),
+        **_record_schemas(),
+        **_change_schemas(),
+        **_upload_schemas(),
+        "Health": _obj({"status": {"const": "ok"}}),
+        "Readiness": _obj({"status": {"const": "ready"}, "checks": _ref("ReadinessChecks")}),
+        "NotReady": _obj({"error": TEXT, "checks": _ref("ReadinessChecks")}),
+        "ReadinessChecks": _obj({"database": _CHECK, "storage": _CHECK}),
+    }
+
+
+def _operations() -> Schema:
+    return {"type": "array", "items": {"type": "string", "enum": list(OPERATIONS)}}
+
+
+def _resize() -> Schema:
+    side = {"type": "integer", "minimum": 1, "maximum": _default("max_resize_dimension")}
+    return _obj({"width": side, "height": side})
+
+
+def _record_schemas() -> dict[str, Schema]:
+    """What the API answers with: a media record, its variants and job, pages of them."""
+    return {
+        "Error": _obj({"error": TEXT}),
         "Variant": _obj(
             {
-                "name": {"type": "string", "examples": ["thumbnail", "optimized", "webp"]},
-                "url": uri,
-                "content_type": {"type": "string"},
-                "width": _nullable(counter),
-                "height": _nullable(counter),
-                "size": counter,
+                "name": {**TEXT, "examples": ["thumbnail", "optimized", "webp"]},
+                "url": URI,
+                "content_type": TEXT,
+                "width": _nullable(COUNTER),
+                "height": _nullable(COUNTER),
+                "size": COUNTER,
             }
         ),
         "Job": _obj(
             {
-                "id": uuid,
-                "operations": operations,
-                "options": _obj({"resize": resize}, required=[]),
+                "id": UUID,
+                "operations": _operations(),
+                "options": _obj({"resize": _resize()}, required=[]),
                 "state": {"type": "string", "enum": list(JOB_STATES)},
                 "attempts": {"type": "integer"},
-                "error": _nullable({"type": "string"}),
-                "created_at": timestamp,
-                "started_at": _nullable(timestamp),
-                "finished_at": _nullable(timestamp),
-                "duration_ms": _nullable(counter),
+                "error": _nullable(TEXT),
+                "created_at": TIMESTAMP,
+                "started_at": _nullable(TIMESTAMP),
+                "finished_at": _nullable(TIMESTAMP),
+                "duration_ms": _nullable(COUNTER),
             }
         ),
         "Media": _obj(
             {
-                "id": uuid,
-                "url": {**uri, "description": "The file (local storage: a signed, expiring URL)"},
-                "thumbnail_url": _nullable(uri),
-                "filename": {"type": "string"},
-                "file_size": counter,
-                "content_type": {"type": "string", "enum": content_types},
+                "id": UUID,
+                "url": {**URI, "description": "The file (local storage: a signed, expiring URL)"},
+                "thumbnail_url": _nullable(URI),
+                "filename": TEXT,
+                "file_size": COUNTER,
+                "content_type": {
+                    "type": "string",
+                    "enum": sorted({kind.content_type for kind in KINDS.values()}),
+                },
                 "media_type": {"type": "string", "enum": list(MEDIA_TYPES)},
-                "entity_type": {"type": "string", "pattern": ENTITY_TYPE_PATTERN},
-                "entity_id": uuid,
+                "entity_type": ENTITY_TYPE,
+                "entity_id": UUID,
                 **_text_fields(for_request=False),
                 "status": {"type": "string", "enum": list(STATUSES)},
-                "error": {**_nullable({"type": "string"}), "description": "Why it failed"},
-                "width": _nullable(counter),
-                "height": _nullable(counter),
+                "error": {**_nullable(TEXT), "description": "Why it failed"},
+                "width": _nullable(COUNTER),
+                "height": _nullable(COUNTER),
                 "is_primary": {"type": "boolean"},
                 "display_order": {"type": "integer"},
-                "view_count": counter,
-                "download_count": counter,
+                "view_count": COUNTER,
+                "download_count": COUNTER,
                 "duration": {**_nullable({"type": "number", "minimum": 0}), "description": "s"},
-                "bitrate": {**_nullable(counter), "description": "bits per second"},
+                "bitrate": {**_nullable(COUNTER), "description": "bits per second"},
                 "sha256": _nullable({"type": "string", "pattern": "^[0-9a-f]{64}$"}),
                 "variants": {"type": "array", "items": _ref("Variant")},
                 "job": {**_nullable(_ref("Job")), "description": "The latest processing job"},
-                "created_at": timestamp,
-                "updated_at": timestamp,
+                "created_at": TIMESTAMP,
+                "updated_at": TIMESTAMP,
             }
         ),
         "MediaList": _obj(
             {
-                "count": counter,
-                "next": _nullable(uri),
-                "previous": _nullable(uri),
+                "count": COUNTER,
+                "next": _nullable(URI),
+                "previous": _nullable(URI),
                 "results": {"type": "array", "items": _ref("Media")},
             }
         ),
+    }
+
+
+def _change_schemas() -> dict[str, Schema]:
+    """JSON bodies that change media (PATCH, process, bulk) and what bulk calls answer."""
+    failed = {"type": "array", "items": _obj({"id": TEXT, "error": TEXT})}
+    return {
         "MediaUpdate": _obj(
             {
                 **_text_fields(for_request=True),
@@ -327,8 +346,8 @@ def _schemas() -> dict[str, Schema]:
         "ProcessRequest": {
             **_obj(
                 {
-                    "operations": {**operations, "minItems": 1},
-                    "options": _obj({"resize": resize}, required=[]),
+                    "operations": {**_operations(), "minItems": 1},
+                    "options": _obj({"resize": _resize()}, required=[]),
                 },
                 required=["operations"],
             ),
@@ -342,47 +361,11 @@ def _schemas() -> dict[str, Schema]:
             "then": {"properties": {"options": {"required": ["resize"]}}, "required": ["options"]},
             "else": {"properties": {"options": {"not": {"required": ["resize"]}}}},
         },
-        "PresignedUploadRequest": {
-            **_obj(
-                {
-                    "filename": {"type": "string", "minLength": 1, "maxLength": 1024},
-                    "content_type": {"type": "string", "minLength": 1, "maxLength": 255},
-                    "entity_type": {"type": "string", "pattern": ENTITY_TYPE_PATTERN},
-                    "entity_id": uuid,
-                    "file_size": {"type": "integer", "minimum": 1},
-                    **_text_fields(for_request=True),
-                },
-                required=["filename", "content_type", "entity_type", "entity_id", "file_size"],
-            ),
-            "description": "The extension of `filename` must be allowed, `content_type` one "
-            "its kind accepts, and `file_size` within its media type's limit (else 413).",
-            "anyOf": _kind_branches(),
-        },
-        "PresignedUpload": _obj(
-            {
-                "upload_url": uri,
-                "upload_headers": {
-                    "type": "object",
-                    "properties": {"Content-Type": {"type": "string"}},
-                    "required": ["Content-Type"],
-                    "additionalProperties": {"type": "string"},
-                },
-                "media_id": uuid,
-                "storage_key": {"type": "string"},
-                "expires_at": timestamp,
-            }
-        ),
-        "LocalUploadResult": _obj({"storage_key": {"type": "string"}, "size": counter}),
-        "BatchResult": _obj(batch),
-        "BatchFailure": {
-            **_obj({"error": {"type": "string"}, **batch}),
-            "description": "No file of the batch could be stored: the reasons, per file.",
-        },
         "BulkIds": {
             "type": "array",
             "minItems": 1,
             "maxItems": _default("max_bulk_ids"),
-            "items": {"type": "string"},
+            "items": TEXT,
             "description": "Media ids; ids that are unknown or not visible are listed in `failed`.",
         },
         "BulkDeleteRequest": _obj({"media_ids": _ref("BulkIds")}),
@@ -398,18 +381,30 @@ def _schemas() -> dict[str, Schema]:
                 },
             }
         ),
-        "BulkDeleteResult": _obj(
-            {"deleted": counter, "failed": {"type": "array", "items": failed_id}}
-        ),
-        "BulkUpdateResult": _obj(
-            {"updated": counter, "failed": {"type": "array", "items": failed_id}}
-        ),
+        "BulkDeleteResult": _obj({"deleted": COUNTER, "failed": failed}),
+        "BulkUpdateResult": _obj({"updated": COUNTER, "failed": failed}),
+    }
+
+
+def _upload_schemas() -> dict[str, Schema]:
+    """Upload forms, the presigned request and answers, and batch results."""
+    max_batch = _default("max_batch_files")
+    status = {"type": "string", "enum": list(STATUSES)}
+    batch: dict[str, Schema] = {
+        "created": {
+            "type": "array",
+            "items": _obj({"id": UUID, "filename": TEXT, "status": status}),
+        },
+        "errors": {"type": "array", "items": _obj({"filename": TEXT, "error": TEXT})},
+        "summary": _obj({"total": COUNTER, "successful": COUNTER, "failed": COUNTER}),
+    }
+    return {
         "UploadForm": {
             **_obj(
                 {
                     "file": BINARY,
-                    "entity_type": {"type": "string", "pattern": ENTITY_TYPE_PATTERN},
-                    "entity_id": uuid,
+                    "entity_type": ENTITY_TYPE,
+                    "entity_id": UUID,
                     **_text_fields(for_request=True),
                     "is_primary": {
                         "type": "boolean",
@@ -431,18 +426,49 @@ def _schemas() -> dict[str, Schema]:
                         "maxItems": max_batch,
                         "items": BINARY,
                     },
-                    "entity_type": {"type": "string", "pattern": ENTITY_TYPE_PATTERN},
-                    "entity_id": uuid,
+                    "entity_type": ENTITY_TYPE,
+                    "entity_id": UUID,
                 },
             ),
             "description": "`files` repeated; each file is checked and stored on its own. "
-            f"At most {max_batch} files: `max_batch_files`, and `max_form_parts` less the two "
-            "entity fields.",
+            f"At most {max_batch} files (`max_batch_files`).",
         },
-        "Health": _obj({"status": {"const": "ok"}}),
-        "Readiness": _obj({"status": {"const": "ready"}, "checks": _ref("ReadinessChecks")}),
-        "NotReady": _obj({"error": {"type": "string"}, "checks": _ref("ReadinessChecks")}),
-        "ReadinessChecks": _obj({"database": check, "storage": check}),
+        "BatchResult": _obj(batch),
+        "BatchFailure": {
+            **_obj({"error": TEXT, **batch}),
+            "description": "No file of the batch could be stored: the reasons, per file.",
+        },
+        "PresignedUploadRequest": {
+            **_obj(
+                {
+                    "filename": {"type": "string", "minLength": 1, "maxLength": 1024},
+                    "content_type": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "entity_type": ENTITY_TYPE,
+                    "entity_id": UUID,
+                    "file_size": {"type": "integer", "minimum": 1},
+                    **_text_fields(for_request=True),
+                },
+                required=["filename", "content_type", "entity_type", "entity_id", "file_size"],
+            ),
+            "description": "The extension of `filename` must be allowed, `content_type` one "
+            "its kind accepts, and `file_size` within its media type's limit (else 413).",
+            "anyOf": _kind_branches(),
+        },
+        "PresignedUpload": _obj(
+            {
+                "upload_url": URI,
+                "upload_headers": {
+                    "type": "object",
+                    "properties": {"Content-Type": TEXT},
+                    "required": ["Content-Type"],
+                    "additionalProperties": TEXT,
+                },
+                "media_id": UUID,
+                "storage_key": TEXT,
+                "expires_at": TIMESTAMP,
+            }
+        ),
+        "LocalUploadResult": _obj({"storage_key": TEXT, "size": COUNTER}),
     }
 
 
@@ -461,7 +487,7 @@ def _parameters() -> dict[str, Schema]:
             "name": "media_id",
             "in": "path",
             "required": True,
-            "schema": {"type": "string", "format": "uuid"},
+            "schema": UUID,
             "description": "Anything that is not the id of a visible media is a 404.",
         },
         "StorageKey": {
@@ -489,17 +515,16 @@ def _parameters() -> dict[str, Schema]:
 # ---- paths
 
 
-def _media_paths() -> dict[str, Schema]:
-    media = _ref("Media")
-    media_id = [_param("MediaId")]
-    list_params = [
+def _list_parameters() -> list[Schema]:
+    """The filters and the page of GET /api/v1/drf/media/."""
+    return [
         {
             "name": "entity_type",
             "in": "query",
-            "schema": {"type": "string", "pattern": ENTITY_TYPE_PATTERN},
+            "schema": ENTITY_TYPE,
             "description": "service, practitioner, user, ...",
         },
-        {"name": "entity_id", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+        {"name": "entity_id", "in": "query", "schema": UUID},
         {
             "name": "media_type",
             "in": "query",
@@ -529,6 +554,10 @@ def _media_paths() -> dict[str, Schema]:
             "schema": {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT, "default": 0},
         },
     ]
+
+
+def _media_paths() -> dict[str, Schema]:
+    media = _ref("Media")
     return {
         f"{API}/": {
             "get": _op(
@@ -541,11 +570,11 @@ def _media_paths() -> dict[str, Schema]:
                     ),
                     **_errors(400, 401, 503),
                 },
-                parameters=list_params,
+                parameters=_list_parameters(),
             )
         },
         f"{API}/{{media_id}}/": {
-            "parameters": media_id,
+            "parameters": [_param("MediaId")],
             "get": _op(
                 "getMedia",
                 "Read one media (counts a view)",
@@ -568,6 +597,13 @@ def _media_paths() -> dict[str, Schema]:
                 {"204": _no_body("Deleted"), **_errors(401, 404, 503)},
             ),
         },
+    }
+
+
+def _media_action_paths() -> dict[str, Schema]:
+    media = _ref("Media")
+    media_id = [_param("MediaId")]
+    return {
         f"{API}/{{media_id}}/download/": {
             "parameters": media_id,
             "get": _op(
@@ -632,20 +668,27 @@ def _media_paths() -> dict[str, Schema]:
     }
 
 
+_MEDIA_LINKS = (
+    ("GetMedia", "getMedia"),
+    ("UpdateMedia", "updateMedia"),
+    ("ConfirmUpload", "confirmUpload"),
+    ("ProcessMedia", "processMedia"),
+    ("SetPrimary", "setPrimaryMedia"),
+    ("DownloadMedia", "downloadMedia"),
+    ("DeleteMedia", "deleteMedia"),
+)
+
+
 def _upload_paths() -> dict[str, Schema]:
     media = _ref("Media")
-    links = {
-        name: {"operationId": operation, "parameters": {"media_id": "$response.body#/media_id"}}
-        for name, operation in (
-            ("GetMedia", "getMedia"),
-            ("UpdateMedia", "updateMedia"),
-            ("ConfirmUpload", "confirmUpload"),
-            ("ProcessMedia", "processMedia"),
-            ("SetPrimary", "setPrimaryMedia"),
-            ("DownloadMedia", "downloadMedia"),
-            ("DeleteMedia", "deleteMedia"),
-        )
-    }
+
+    def links(field: str) -> Schema:
+        """What a created media's id leads to (for clients and stateful testing)."""
+        return {
+            name: {"operationId": operation, "parameters": {"media_id": f"$response.body#/{field}"}}
+            for name, operation in _MEDIA_LINKS
+        }
+
     return {
         f"{API}/upload/": {
             "post": _op(
@@ -653,7 +696,7 @@ def _upload_paths() -> dict[str, Schema]:
                 "Upload one file (multipart, streamed)",
                 "uploads",
                 {
-                    "201": _json("Stored and recorded", media),
+                    "201": {**_json("Stored and recorded", media), "links": links("id")},
                     **_errors(400, 401, 403, 409, 413, 429, 503),
                 },
                 requestBody={
@@ -692,7 +735,7 @@ def _upload_paths() -> dict[str, Schema]:
                             "PUT the bytes with upload_headers, then confirm",
                             _ref("PresignedUpload"),
                         ),
-                        "links": links,
+                        "links": links("media_id"),
                     },
                     **_errors(400, 401, 403, 413, 503),
                 },

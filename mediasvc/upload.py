@@ -112,7 +112,7 @@ class MultipartReceiver:
             self._parser = multipart.PushMultipartParser(
                 boundary,
                 max_header_size=settings.max_part_header_size,
-                max_segment_count=settings.max_form_parts,
+                max_segment_count=settings.max_form_parts + max_files,
             )
         except multipart.MultipartError as exc:
             raise BadRequest(f"Malformed multipart body: {_parser_reason(exc)}") from None

@@ -80,3 +80,12 @@ async def test_batch_request_level_refusals(
     listing = await client.request("GET", f"{API}/?entity_id={user.sub}", token=user.token)
     assert listing.json["count"] == 0
     assert spool_files(settings) == []
+
+
+async def test_a_full_batch_of_max_batch_files(
+    client: Client, user: Caller, samples: dict[str, bytes]
+) -> None:
+    files = [("files", f"f{i}.txt", samples["txt"]) for i in range(20)]
+    response = await _batch(client, user, files)
+    assert response.status == 201, response.body  # type: ignore[attr-defined]
+    assert response.json["summary"]["successful"] == 20  # type: ignore[attr-defined]

@@ -60,3 +60,20 @@ async def test_chunked_json_body_over_limit_is_413(client: Client, user: Caller)
     except OSError:
         return  # the server answered and closed while we were still sending
     assert response.code == 413
+
+
+async def test_405_says_what_is_allowed_and_401_how_to_authenticate(
+    client: Client, user: Caller
+) -> None:
+    response = await client.request("PUT", f"{API}/", token=user.token, body=b"{}")
+    assert response.status == 405
+    assert response.headers["Allow"] == "GET"
+    detail = await client.request("POST", f"{API}/{user.sub}/", token=user.token, body=b"{}")
+    assert detail.headers["Allow"] == "GET, PATCH, DELETE"
+    unsigned = await client.request(
+        "POST", "/uploads/x?content_type=&size=1&expires=0&sig=", body=b""
+    )
+    assert unsigned.status == 405 and unsigned.headers["Allow"] == "PUT"
+    anonymous = await client.request("GET", f"{API}/")
+    assert anonymous.status == 401
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")

@@ -277,3 +277,9 @@ async def test_pending_media_cannot_be_downloaded_or_processed(backend: Backend)
         "POST", f"{path}/process/", token=caller.token, json_body={"operations": ["thumbnail"]}
     )
     assert process.status == 409
+
+
+async def test_content_types_compare_case_insensitively(backend: Backend) -> None:
+    client, caller = backend.client, _caller()
+    response = await _presign(client, caller, _request(caller, "a.doc", "application/CDFV2", 100))
+    assert response.status == 201, response.body
