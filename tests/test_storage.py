@@ -127,3 +127,41 @@ async def test_s3_down_is_503_not_a_hang(tmp_path: Path, samples: dict[str, byte
     )  # fmt: skip
     with pytest.raises(Exception, match="Storage unavailable"):
         await start_service(settings)
+
+
+async def test_s3_going_down_is_a_quick_503(tmp_path: Path, samples: dict[str, bytes]) -> None:
+    """Stop the S3 server under a running service: uploads and readiness answer 503 fast."""
+    from mediasvc.app import start_service
+    from tests.conftest import seaweedfs, service_settings
+
+    with seaweedfs(tmp_path / "weed") as server:
+        settings = service_settings(
+            tmp_path / "var", log_level="critical", storage="s3", s3_bucket="going-down",
+            s3_endpoint_url=server.endpoint, s3_access_key=S3_ACCESS_KEY,
+            s3_secret_key=S3_SECRET_KEY, s3_addressing_style="path", s3_create_bucket=True,
+            processing_enabled=False, sweep_interval=0,
+        )  # fmt: skip
+        service = await start_service(settings)
+        client = Client(f"http://127.0.0.1:{service.port}")
+        sub = str(uuid.uuid4())
+        caller = Caller(sub, make_token(sub))
+        try:
+            assert (
+                await client.upload(caller.token, "a.jpg", samples["jpg"], caller.entity)
+            ).status == 201
+            server.process.kill()
+            server.process.wait()
+            started = time.monotonic()
+            response = await client.upload(caller.token, "b.jpg", samples["jpg"], caller.entity)
+            assert time.monotonic() - started < 2.5
+            assert response.status == 503, response.body
+            assert response.json == {"error": "Storage unavailable, try again shortly"}
+            assert response.headers["Retry-After"] == "2"
+            ready = await client.request("GET", "/readyz")
+            assert ready.status == 503 and ready.json["checks"]["storage"] != "ok"
+            listing = await client.request(
+                "GET", f"/api/v1/drf/media/?entity_id={sub}", token=caller.token
+            )
+            assert listing.json["count"] == 1  # the refused upload left no record
+        finally:
+            await service.stop()
