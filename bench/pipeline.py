@@ -52,8 +52,6 @@ import json
 import multiprocessing
 import os
 import secrets
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -70,6 +68,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jwt
+from common import LOG_TAIL_LINES, BenchError, free_port, log_tail, running
 
 MB = 1024 * 1024
 DEFAULT_IMAGES = 24
@@ -91,16 +90,10 @@ PAGE_SIZE = 100  # the service's max_page_size
 RATIO_TARGET = 0.8
 RSS_TARGET_MB = 300.0
 START_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
 REQUEST_TIMEOUT = 120.0
 RUN_TIMEOUT = 900.0
 SAMPLE_INTERVAL = 0.2  # VmHWM is a high-water mark: sampling only has to see every worker
-LOG_TAIL_LINES = 20
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-class BenchError(RuntimeError):
-    """Something kept the benchmark from measuring; the message says what."""
 
 
 # ---------------------------------------------------------------- the test images
@@ -207,49 +200,6 @@ def baseline_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
 
 
 # ---------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, wait, then SIGKILL if it does not go."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-@contextmanager
-def running(
-    command: list[str], log_path: Path, env: dict[str, str]
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process with its output in `log_path`, stopped when the block ends."""
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
-        )
-    try:
-        yield process
-    finally:
-        stop_process(process)
-
-
-def log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last lines a child process wrote."""
-    try:
-        text = log_path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def request(

@@ -35,7 +35,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,8 +42,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -54,6 +52,7 @@ import magic
 import multipart
 import tornado.httpserver
 import tornado.web
+from common import LOG_TAIL_LINES, STOP_TIMEOUT, BenchError, free_port, log_tail, running
 
 MB = 1024 * 1024
 DEFAULT_SIZE_MB = 499
@@ -67,14 +66,8 @@ UPLOAD_FILENAME = "bench.mp4"
 RATIO_TARGET = 0.75
 RSS_TARGET_MB = 50.0
 START_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
 UPLOAD_TIMEOUT = 600.0
 SAMPLE_INTERVAL = 0.02
-LOG_TAIL_LINES = 20
-
-
-class BenchError(RuntimeError):
-    """Something kept the benchmark from measuring; the message says what."""
 
 
 # ---------------------------------------------------------------- the test file
@@ -180,49 +173,6 @@ async def serve_baseline(port: int, directory: Path) -> None:
 
 
 # ---------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, wait, then SIGKILL if it does not go."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-@contextmanager
-def running(
-    command: list[str], log_path: Path, env: dict[str, str]
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process with its output in `log_path`, stopped when the block ends."""
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
-        )
-    try:
-        yield process
-    finally:
-        stop_process(process)
-
-
-def log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last lines a child process wrote."""
-    try:
-        text = log_path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def request_status(port: int, method: str, path: str, headers: dict[str, str]) -> int:
