@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,3 +59,13 @@ def log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except FileNotFoundError:
         return ""
     return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def progress(message: str) -> None:
+    """Progress goes to stderr, so `--json` output stays clean."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def verdict(ok: bool) -> str:
+    """OK or MISSED."""
+    return "OK" if ok else "MISSED"

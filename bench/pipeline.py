@@ -68,7 +68,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jwt
-from common import LOG_TAIL_LINES, BenchError, free_port, log_tail, running
+from common import LOG_TAIL_LINES, BenchError, free_port, log_tail, progress, running, verdict
 
 MB = 1024 * 1024
 DEFAULT_IMAGES = 24
@@ -678,11 +678,6 @@ class Results:
         }
 
 
-def progress(message: str) -> None:
-    """Progress goes to stderr, so `--json` output stays clean."""
-    print(message, file=sys.stderr, flush=True)
-
-
 def warm_up(client: ServiceClient, executor: ProcessPoolExecutor, images: list[Path]) -> None:
     """Start every worker of both pools (and load libvips in them) with small images."""
     ids = [client.upload(path) for path in images]
@@ -756,11 +751,6 @@ def benchmark(workdir: Path, count: int, workers: int, repeat: int) -> Results:
         if tail:
             progress(f"the service logged (last {LOG_TAIL_LINES} lines):\n{tail}")
     return results
-
-
-def verdict(ok: bool) -> str:
-    """OK or MISSED."""
-    return "OK" if ok else "MISSED"
 
 
 def report(results: Results) -> str:

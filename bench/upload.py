@@ -52,7 +52,16 @@ import magic
 import multipart
 import tornado.httpserver
 import tornado.web
-from common import LOG_TAIL_LINES, STOP_TIMEOUT, BenchError, free_port, log_tail, running
+from common import (
+    LOG_TAIL_LINES,
+    STOP_TIMEOUT,
+    BenchError,
+    free_port,
+    log_tail,
+    progress,
+    running,
+    verdict,
+)
 
 MB = 1024 * 1024
 DEFAULT_SIZE_MB = 499
@@ -470,11 +479,6 @@ class Results:
         }
 
 
-def progress(message: str) -> None:
-    """Progress goes to stderr, so `--json` output stays clean."""
-    print(message, file=sys.stderr, flush=True)
-
-
 def service_target(port: int, secret: str) -> Target:
     """The service's upload endpoint, as a user uploading to their own entity."""
     sub = str(uuid.uuid4())
@@ -552,11 +556,6 @@ def benchmark(workdir: Path, size: int, repeat: int) -> Results:
         if tail:
             progress(f"the service logged (last {LOG_TAIL_LINES} lines):\n{tail}")
     return results
-
-
-def verdict(ok: bool) -> str:
-    """OK or MISSED."""
-    return "OK" if ok else "MISSED"
 
 
 def report(results: Results) -> str:

@@ -6,7 +6,7 @@ import tornado.web
 
 from mediasvc import metrics
 from mediasvc.auth import Principal
-from mediasvc.errors import MediaError
+from mediasvc.errors import BadRequest
 from mediasvc.handlers.base import BaseHandler
 from mediasvc.handlers.media import API
 from mediasvc.upload import MultipartReceiver, boundary_of
@@ -61,7 +61,7 @@ class UploadHandler(BaseHandler):
         try:
             await receiver.close()
             if not receiver.files:
-                raise MediaError("No file was submitted in the 'file' field")
+                raise BadRequest("No file was submitted in the 'file' field")
             media = await self.ctx.media.create_from_upload(
                 self.principal, receiver.fields, receiver.files[0]
             )

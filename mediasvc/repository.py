@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 from mediasvc.errors import Unavailable
+from mediasvc.pipeline.jobs import ACTIVE_STATES
 
 Doc = dict[str, Any]
 LIST_ORDER = [("display_order", ASCENDING), ("created_at", DESCENDING), ("_id", ASCENDING)]
@@ -248,7 +249,7 @@ class MongoMediaRepository(MediaRepository):
     async def count_active_jobs(self, media_id: str) -> int:
         with database_errors():
             return await self._jobs.count_documents(
-                {"media_id": media_id, "state": {"$in": ["queued", "running"]}}
+                {"media_id": media_id, "state": {"$in": list(ACTIVE_STATES)}}
             )
 
     async def count_jobs(self, states: tuple[str, ...]) -> dict[str, int]:

@@ -27,12 +27,10 @@ _BOUNDARY = re.compile(r"""boundary=(?:"([^"]{1,200})"|([^\s;,"]{1,200}))""", re
 class ReceivedFile:
     """One file of a form, spooled to disk and checked."""
 
-    field_name: str
     raw_filename: str
     kind: FileKind
     spool: SpoolWriter
     sha256: str = ""
-    sniffed_type: str = ""
 
     @property
     def size(self) -> int:
@@ -198,7 +196,7 @@ class MultipartReceiver:
                 raise BadRequest("File name has no extension")
             raise BadRequest(f"File extension '{_printable(extension)[:32]}' is not allowed")
         spool = SpoolWriter(self._settings.spool_path, self._executor, suffix=f".{kind.extension}")
-        received = ReceivedFile(field_name=name, raw_filename=filename, kind=kind, spool=spool)
+        received = ReceivedFile(raw_filename=filename, kind=kind, spool=spool)
         self.files.append(received)
         return _FilePart(received, limit=self._settings.size_limit(kind.media_type))
 
@@ -240,7 +238,6 @@ class MultipartReceiver:
             raise BadRequest(
                 f"File content ({sniffed}) does not match its extension '{kind.extension}'"
             )
-        part.received.sniffed_type = sniffed
 
 
 def _parser_reason(exc: Exception) -> str:

@@ -47,7 +47,6 @@ class WorkerPool:
     def __init__(self, config: PoolConfig) -> None:
         self.config = config
         self.generation = 0
-        self.busy = 0
         self._in_flight: dict[int, int] = {}
         self._broken: dict[int, tuple[int, bool]] = {}
         self._executor = self._new_executor()
@@ -67,7 +66,6 @@ class WorkerPool:
         """Run one job; raises WorkerLost if its worker died or it passed `timeout`."""
         generation = self.generation
         self._in_flight[generation] += 1
-        self.busy += 1
         metrics.WORKERS_BUSY.inc()
         try:
             future = asyncio.wrap_future(self._executor.submit(run_task, spec))
@@ -84,7 +82,6 @@ class WorkerPool:
                 raise WorkerLost("The worker process crashed", alone=alone) from None
         finally:
             self._in_flight[generation] -= 1
-            self.busy -= 1
             metrics.WORKERS_BUSY.dec()
             if self._in_flight[generation] == 0 and generation != self.generation:
                 del self._in_flight[generation]
