@@ -4,13 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 
 FLUSH_BYTES = 1024 * 1024
+# The first bytes of a spool file stay in the page cache, where the worker that processes the
+# upload reads them a moment later; past this, written pages are dropped.
+CACHED_BYTES = 16 * 1024 * 1024
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range, do not wait for it
+
+
+def _find_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's sync_file_range(2), or None where there is none (it is Linux-only)."""
+    name = ctypes.util.find_library("c")
+    function = getattr(ctypes.CDLL(name, use_errno=True), "sync_file_range", None) if name else None
+    if function is not None:
+        function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+        function.restype = ctypes.c_int
+    return function
+
+
+_sync_file_range = _find_sync_file_range()
 
 
 class SpoolWriter:
@@ -33,7 +53,7 @@ class SpoolWriter:
         self._in_flight: asyncio.Future[None] | None = None
         self._discarded = False
         self._written = 0  # touched only by the writing thread
-        self._advised = 0
+        self._advised = CACHED_BYTES  # pages before this offset stay cached
 
     async def write(self, data: bytes) -> None:
         """Queue bytes; waits only when the previous batch is still being written."""
@@ -85,19 +105,25 @@ class SpoolWriter:
             written = self._file.write(view)
             view = view[written:]
         self._written += len(data)
-        self._start_writeback()
+        self._start_writeback(len(data))
 
-    def _start_writeback(self) -> None:
-        """Ask the kernel to write the last batches out now and drop what is already on disk.
+    def _start_writeback(self, length: int) -> None:
+        """Have the kernel start writing the new bytes out now, without waiting for them.
 
         Otherwise the whole upload is still dirty in the page cache when `finish` fsyncs it,
-        and the client waits for all of it at once; this also keeps uploads from filling
-        the cache with data nobody is about to read.
+        and the client waits for all of it at once. The first CACHED_BYTES stay cached: an
+        image is read again within a second to be processed. Past that, what is already on
+        disk is dropped, so a large video does not push everything else out of the cache.
         """
+        if self._written <= CACHED_BYTES:
+            if _sync_file_range is not None:  # a hint, like the one below: errors do not matter
+                start = self._written - length
+                _sync_file_range(self._file.fileno(), start, length, _SYNC_FILE_RANGE_WRITE)
+            return
         with contextlib.suppress(OSError):
             os.posix_fadvise(self._file.fileno(), self._advised, 0, os.POSIX_FADV_DONTNEED)
         # Pages of the last batches may still be under writeback: look at them again next time.
-        self._advised = max(0, self._written - 2 * FLUSH_BYTES)
+        self._advised = max(self._advised, self._written - 2 * FLUSH_BYTES)
 
     def _close_synced(self) -> None:
         self._file.flush()
