@@ -1,13 +1,17 @@
-"""Helpers the benchmarks share: child processes on free loopback ports."""
+"""Helpers the benchmarks share: child processes on free loopback ports, streaming uploads."""
 
 from __future__ import annotations
 
+import http.client
 import signal
 import socket
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 STOP_TIMEOUT = 20.0
@@ -69,3 +73,74 @@ def progress(message: str) -> None:
 def verdict(ok: bool) -> str:
     """OK or MISSED."""
     return "OK" if ok else "MISSED"
+
+
+# ---------------------------------------------------------------- streaming uploads
+
+
+@dataclass
+class Answer:
+    """What a server answered to one upload, and when the client had sent its last byte."""
+
+    status: int
+    body: bytes
+    sent_at: float  # time.perf_counter() after the last byte went out
+    send_error: OSError | None  # the server answered early and closed (a 413, say)
+
+
+def multipart_envelope(
+    fields: dict[str, str], boundary: str, filename: str, content_type: str
+) -> tuple[bytes, bytes]:
+    """What goes before the file bytes (the fields, the file part's head) and after them."""
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{filename}"\r\nContent-Type: {content_type}\r\n\r\n'
+    )
+    return "".join(parts).encode(), f"\r\n--{boundary}--\r\n".encode()
+
+
+def post_file(
+    port: int,
+    url_path: str,
+    path: Path,
+    fields: dict[str, str],
+    headers: dict[str, str],
+    content_type: str,
+    timeout: float,
+) -> Answer:
+    """POST `path` to 127.0.0.1:`port` as the `file` part of a multipart/form-data body.
+
+    The head and envelope are sent with ``sendall``, the file with ``socket.sendfile``: the
+    kernel copies it from the page cache, so the client costs little CPU and no memory, as a
+    high-throughput upload client would. Raises OSError or http.client.HTTPException.
+    """
+    boundary = f"bench{uuid.uuid4().hex}"
+    before, after = multipart_envelope(fields, boundary, path.name, content_type)
+    size = path.stat().st_size
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.putrequest("POST", url_path, skip_accept_encoding=True)
+        connection.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+        connection.putheader("Content-Length", str(len(before) + size + len(after)))
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        sock = connection.sock
+        assert sock is not None
+        send_error: OSError | None = None
+        try:
+            sock.sendall(before)
+            with open(path, "rb") as body:
+                sock.sendfile(body)
+            sock.sendall(after)
+        except OSError as exc:
+            send_error = exc
+        sent_at = time.perf_counter()
+        response = connection.getresponse()
+        return Answer(response.status, response.read(), sent_at, send_error)
+    finally:
+        connection.close()

@@ -58,6 +58,7 @@ from common import (
     BenchError,
     free_port,
     log_tail,
+    post_file,
     progress,
     running,
     verdict,
@@ -71,7 +72,6 @@ HTTP_CHUNK_SIZE = 256 * 1024  # mediasvc's default http_chunk_size
 MAX_BODY_SIZE = 600 * MB
 API = "/api/v1/drf/media"
 UPLOAD_PATH = f"{API}/upload/"
-UPLOAD_FILENAME = "bench.mp4"
 RATIO_TARGET = 0.75
 RSS_TARGET_MB = 50.0
 START_TIMEOUT = 60.0
@@ -263,57 +263,25 @@ class Upload:
     answer: dict[str, Any]
 
 
-def multipart_envelope(fields: dict[str, str], boundary: str) -> tuple[bytes, bytes]:
-    """What goes before the file bytes (the fields, the file part's head) and after them."""
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-        for name, value in fields.items()
-    ]
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-        f'filename="{UPLOAD_FILENAME}"\r\nContent-Type: video/mp4\r\n\r\n'
-    )
-    return "".join(parts).encode(), f"\r\n--{boundary}--\r\n".encode()
-
-
 def upload(target: Target, path: Path) -> Upload:
-    """Stream `path` to the target as multipart/form-data and time it until the full answer.
-
-    The head and envelope are sent with ``sendall``, the file with ``socket.sendfile``: the
-    kernel copies it from the page cache, so the client costs little CPU and no memory.
-    """
-    size = path.stat().st_size
-    boundary = f"bench{uuid.uuid4().hex}"
-    before, after = multipart_envelope(target.fields, boundary)
-    sent_error: OSError | None = None
+    """Stream `path` to the target (see `common.post_file`); time it until the full answer."""
     started = time.perf_counter()
-    connection = http.client.HTTPConnection("127.0.0.1", target.port, timeout=UPLOAD_TIMEOUT)
     try:
-        connection.putrequest("POST", target.path, skip_accept_encoding=True)
-        connection.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
-        connection.putheader("Content-Length", str(len(before) + size + len(after)))
-        for name, value in target.headers.items():
-            connection.putheader(name, value)
-        connection.endheaders()
-        sock = connection.sock
-        assert sock is not None
-        try:
-            sock.sendall(before)
-            with open(path, "rb") as body:
-                sock.sendfile(body)
-            sock.sendall(after)
-        except OSError as exc:  # the server may have answered early and closed
-            sent_error = exc
-        sent = time.perf_counter()
-        response = connection.getresponse()
-        raw_answer = response.read()
+        answer = post_file(
+            target.port,
+            target.path,
+            path,
+            target.fields,
+            target.headers,
+            "video/mp4",
+            UPLOAD_TIMEOUT,
+        )
     except (OSError, http.client.HTTPException) as exc:
         raise BenchError(f"{target.name}: upload failed: {exc!r}") from None
-    finally:
-        connection.close()
     done = time.perf_counter()
-    answer = checked_answer(target.name, response.status, raw_answer, size, sent_error)
-    return Upload(done - started, done - sent, answer)
+    size = path.stat().st_size
+    checked = checked_answer(target.name, answer.status, answer.body, size, answer.send_error)
+    return Upload(done - started, done - answer.sent_at, checked)
 
 
 def checked_answer(
