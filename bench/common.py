@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import socket
 import subprocess
@@ -10,11 +11,13 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 STOP_TIMEOUT = 20.0
+START_TIMEOUT = 60.0
+REQUEST_TIMEOUT = 120.0
 LOG_TAIL_LINES = 20
 
 
@@ -39,6 +42,65 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def request(
+    port: int, method: str, path: str, headers: dict[str, str], body: bytes | None = None
+) -> tuple[int, bytes]:
+    """Status and body of one request to 127.0.0.1:`port` (OSError if nothing answers)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    except http.client.HTTPException as exc:
+        raise OSError(f"bad HTTP answer: {exc!r}") from None
+    finally:
+        connection.close()
+
+
+def wait_until_answers(
+    process: subprocess.Popen[bytes], port: int, path: str, status: int, log_path: Path
+) -> None:
+    """Poll `GET path` until it answers `status`; fail early if the process dies."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            code = process.returncode
+            raise BenchError(f"the {log_path.stem} exited with {code}:\n{log_tail(log_path)}")
+        with suppress(OSError):
+            if request(port, "GET", path, {})[0] == status:
+                return
+        time.sleep(0.1)
+    raise BenchError(f"nothing answered {status} on :{port}{path}:\n{log_tail(log_path)}")
+
+
+def service_env(jwt_secret: str, settings: dict[str, str]) -> dict[str, str]:
+    """This environment without any MEDIASVC_* setting of the caller (a MEDIASVC_MONGODB_URI
+    would send the benchmark's records to a real database), plus the benchmark's `settings`."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MEDIASVC_")}
+    return {
+        **env,
+        "MEDIASVC_JWT_SECRET": jwt_secret,
+        "MEDIASVC_LOG_LEVEL": "warning",
+        **settings,
+    }
+
+
+def service_command(data_dir: Path, port: int) -> list[str]:
+    """The `mediasvc serve` console script of this interpreter's environment."""
+    script = Path(sys.executable).with_name("mediasvc")
+    program = [str(script)] if script.exists() else [sys.executable, "-m", "mediasvc"]
+    return [*program, "serve", "--data-dir", str(data_dir), "--port", str(port)]
+
+
+def proc_status_kb(pid: int, key: str) -> int:
+    """One `kB` figure (VmRSS, VmHWM) of /proc/<pid>/status."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+    raise BenchError(f"no {key} in /proc/{pid}/status")
 
 
 @contextmanager

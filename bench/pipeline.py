@@ -79,13 +79,19 @@ from urllib.parse import urlencode
 import jwt
 from common import (
     LOG_TAIL_LINES,
+    REQUEST_TIMEOUT,
     BenchError,
     free_port,
     log_tail,
     post_file,
+    proc_status_kb,
     progress,
+    request,
     running,
+    service_command,
+    service_env,
     verdict,
+    wait_until_answers,
 )
 
 MB = 1024 * 1024
@@ -107,8 +113,6 @@ POLL_INTERVAL = 0.05
 PAGE_SIZE = 100  # the service's max_page_size
 RATIO_TARGET = 0.8
 RSS_TARGET_MB = 300.0
-START_TIMEOUT = 60.0
-REQUEST_TIMEOUT = 120.0
 RUN_TIMEOUT = 900.0
 SAMPLE_INTERVAL = 0.2  # VmHWM is a high-water mark: sampling only has to see every worker
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -220,56 +224,13 @@ def baseline_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
 # ---------------------------------------------------------------- processes
 
 
-def request(
-    port: int, method: str, path: str, headers: dict[str, str], body: bytes | None = None
-) -> tuple[int, bytes]:
-    """Status and body of one request to 127.0.0.1:`port` (OSError if nothing answers)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
-    try:
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        return response.status, response.read()
-    except http.client.HTTPException as exc:
-        raise OSError(f"bad HTTP answer: {exc!r}") from None
-    finally:
-        connection.close()
-
-
-def wait_until_answers(
-    process: subprocess.Popen[bytes], port: int, path: str, status: int, log_path: Path
-) -> None:
-    """Poll `GET path` until it answers `status`; fail early if the process dies."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            code = process.returncode
-            raise BenchError(f"the service exited with {code}:\n{log_tail(log_path)}")
-        with suppress(OSError):
-            if request(port, "GET", path, {})[0] == status:
-                return
-        time.sleep(0.1)
-    raise BenchError(f"nothing answered {status} on :{port}{path}:\n{log_tail(log_path)}")
-
-
-def child_env(jwt_secret: str, workers: int) -> dict[str, str]:
-    """This environment without any MEDIASVC_* setting of the caller (a MEDIASVC_MONGODB_URI
-    would send the benchmark's records to a real database), plus the benchmark's own."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MEDIASVC_")}
+def service_settings(workers: int) -> dict[str, str]:
+    """The service's settings for this benchmark."""
     return {
-        **env,
-        "MEDIASVC_JWT_SECRET": jwt_secret,
-        "MEDIASVC_LOG_LEVEL": "warning",
         "MEDIASVC_WORKERS": str(workers),
         "MEDIASVC_IMAGE_OPERATIONS": "thumbnail",  # one derived file per upload, as the baseline
         "MEDIASVC_MAX_QUEUED_JOBS": str(2 * workers),
     }
-
-
-def service_command(data_dir: Path, port: int) -> list[str]:
-    """The `mediasvc serve` console script of this interpreter's environment."""
-    script = Path(sys.executable).with_name("mediasvc")
-    program = [str(script)] if script.exists() else [sys.executable, "-m", "mediasvc"]
-    return [*program, "serve", "--data-dir", str(data_dir), "--port", str(port)]
 
 
 # ---------------------------------------------------------------- the service's API
@@ -405,15 +366,6 @@ def pool_roles(root_pid: int, processes: dict[int, ProcessInfo]) -> dict[int, st
         elif "nx_27017" in command:
             roles[pid] = "database"
     return roles
-
-
-def proc_status_kb(pid: int, key: str) -> int:
-    """One `kB` figure (VmRSS, VmHWM) of /proc/<pid>/status."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(f"{key}:"):
-                return int(line.split()[1])
-    raise BenchError(f"no {key} in /proc/{pid}/status")
 
 
 class WorkerPeaks:
@@ -726,7 +678,7 @@ def benchmark(workdir: Path, count: int, workers: int, repeat: int) -> Results:
     out_dir.mkdir()
     results = Results(count, workers, repeat, image_mb, load_average=load_average)
     size = (IMAGE_WIDTH, IMAGE_HEIGHT)
-    env = child_env(secret, workers)
+    env = service_env(secret, service_settings(workers))
     try:
         with (
             running(service_command(workdir / "svc", port), service_log, env) as service,

@@ -54,14 +54,18 @@ import tornado.httpserver
 import tornado.web
 from common import (
     LOG_TAIL_LINES,
-    STOP_TIMEOUT,
     BenchError,
     free_port,
     log_tail,
     post_file,
+    proc_status_kb,
     progress,
+    request,
     running,
+    service_command,
+    service_env,
     verdict,
+    wait_until_answers,
 )
 
 MB = 1024 * 1024
@@ -74,9 +78,10 @@ API = "/api/v1/drf/media"
 UPLOAD_PATH = f"{API}/upload/"
 RATIO_TARGET = 0.75
 RSS_TARGET_MB = 50.0
-START_TIMEOUT = 60.0
 UPLOAD_TIMEOUT = 600.0
 SAMPLE_INTERVAL = 0.02
+# Processing is off: this measures the upload path alone, not ffmpeg running beside it.
+SERVICE_SETTINGS = {"MEDIASVC_PROCESSING_ENABLED": "false"}
 
 
 # ---------------------------------------------------------------- the test file
@@ -184,55 +189,6 @@ async def serve_baseline(port: int, directory: Path) -> None:
 # ---------------------------------------------------------------- processes
 
 
-def request_status(port: int, method: str, path: str, headers: dict[str, str]) -> int:
-    """The status of one small request to 127.0.0.1:`port` (OSError if nothing answers)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=STOP_TIMEOUT)
-    try:
-        connection.request(method, path, headers=headers)
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    except http.client.HTTPException as exc:
-        raise OSError(f"bad HTTP answer: {exc!r}") from None
-    finally:
-        connection.close()
-
-
-def wait_until_answers(
-    process: subprocess.Popen[bytes], port: int, path: str, status: int, log_path: Path
-) -> None:
-    """Poll `GET path` until it answers `status`; fail early if the process dies."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"{process.args[0]} exited:\n{log_tail(log_path)}")
-        with suppress(OSError):
-            if request_status(port, "GET", path, {}) == status:
-                return
-        time.sleep(0.1)
-    raise BenchError(f"nothing answered {status} on :{port}{path}:\n{log_tail(log_path)}")
-
-
-def child_env(jwt_secret: str) -> dict[str, str]:
-    """This environment without any MEDIASVC_* setting of the caller (a MEDIASVC_MONGODB_URI
-    would send the benchmark's records to a real database), plus the benchmark's own."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MEDIASVC_")}
-    # Processing is off: this measures the upload path alone, not ffmpeg running beside it.
-    return {
-        **env,
-        "MEDIASVC_JWT_SECRET": jwt_secret,
-        "MEDIASVC_LOG_LEVEL": "warning",
-        "MEDIASVC_PROCESSING_ENABLED": "false",
-    }
-
-
-def service_command(data_dir: Path, port: int) -> list[str]:
-    """The `mediasvc serve` console script of this interpreter's environment."""
-    script = Path(sys.executable).with_name("mediasvc")
-    program = [str(script)] if script.exists() else [sys.executable, "-m", "mediasvc"]
-    return [*program, "serve", "--data-dir", str(data_dir), "--port", str(port)]
-
-
 def baseline_command(port: int, directory: Path) -> list[str]:
     """This script in baseline-server mode."""
     script = str(Path(__file__).resolve())
@@ -311,7 +267,7 @@ def discard_upload(target: Target, answer: dict[str, Any]) -> None:
             path.unlink()
         return
     try:
-        status = request_status(target.port, "DELETE", f"{API}/{answer['id']}/", target.headers)
+        status, _ = request(target.port, "DELETE", f"{API}/{answer['id']}/", target.headers)
     except OSError as exc:
         raise BenchError(f"{target.name}: DELETE of the upload failed: {exc}") from None
     if status != 204:
@@ -319,15 +275,6 @@ def discard_upload(target: Target, answer: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- memory
-
-
-def proc_status_kb(pid: int, key: str) -> int:
-    """One `kB` figure (VmRSS, VmHWM) of /proc/<pid>/status."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(f"{key}:"):
-                return int(line.split()[1])
-    raise BenchError(f"no {key} in /proc/{pid}/status")
 
 
 def reset_peak_rss(pid: int) -> bool:
@@ -494,7 +441,7 @@ def benchmark(workdir: Path, size: int, repeat: int) -> Results:
     progress(f"creating a {size / MB:.1f} MiB test video in {workdir}")
     make_test_video(video, size)
     secret = secrets.token_urlsafe(36)  # 48 characters
-    env = child_env(secret)
+    env = service_env(secret, SERVICE_SETTINGS)
     service_port, baseline_port = free_port(), free_port()
     received_dir = workdir / "baseline"
     received_dir.mkdir()
