@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -106,19 +107,41 @@ class Server:
             self.process.terminate()
             self.process.wait(timeout=30)
 
+    def wait_for_descendant(self, name: str, timeout: float = 20) -> None:
+        """Wait until a process called `name` runs below the server (a worker's ffmpeg, say)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if name in _descendant_names(self.process.pid):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"no {name} process started")
+
+    def kill(self) -> None:
+        """SIGKILL, for clean-up after a failure."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
     def database_child(self) -> psutil.Process:
         children = psutil.Process(self.process.pid).children()
         (child,) = [c for c in children if "nx_27017" in " ".join(c.cmdline())]
         return child
 
 
+def _descendant_names(pid: int) -> list[str]:
+    """Names of the processes below `pid`; those that end while being looked at are skipped."""
+    names = []
+    for process in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            names.append(process.name())
+    return names
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     running = Server(tmp_path / "var")
     yield running
-    if running.process.poll() is None:
-        running.process.kill()
-        running.process.wait()
+    running.kill()
 
 
 def test_serve_with_embedded_defaults(server: Server) -> None:
@@ -191,18 +214,12 @@ def test_jobs_in_flight_survive_a_killed_server(tmp_path: Path) -> None:
     first = Server(data, job_lease="2", dispatcher_poll_interval="0.2")
     sub = str(uuid.uuid4())
     token = first.token(sub)
-    media = first.upload(token, sub, "clip.mp4", _video(tmp_path))
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # wait until a worker is transcoding it
-        names = [p.name() for p in psutil.Process(first.process.pid).children(recursive=True)]
-        if "ffmpeg" in names:
-            break
-        time.sleep(0.02)
-    else:
-        raise AssertionError("the job never started")
-    children = psutil.Process(first.process.pid).children(recursive=True)
-    first.process.kill()
-    first.process.wait()
+    try:
+        media = first.upload(token, sub, "clip.mp4", _video(tmp_path))
+        first.wait_for_descendant("ffmpeg")  # a worker is transcoding it
+        children = psutil.Process(first.process.pid).children(recursive=True)
+    finally:
+        first.kill()
     _, alive = psutil.wait_procs(children, timeout=10)  # database, forkserver, workers, ffmpeg
     assert not alive, f"left behind: {[p.cmdline()[:3] for p in alive]}"
     second = Server(data, job_lease="2", dispatcher_poll_interval="0.2")
@@ -314,15 +331,13 @@ def test_sigterm_hands_running_jobs_back(tmp_path: Path) -> None:
     first = Server(data, shutdown_timeout="0.5", dispatcher_poll_interval="0.2")
     sub = str(uuid.uuid4())
     token = first.token(sub)
-    media = first.upload(token, sub, "clip.mp4", _video(tmp_path, seconds=8))
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        names = [p.name() for p in psutil.Process(first.process.pid).children(recursive=True)]
-        if "ffmpeg" in names:
-            break
-        time.sleep(0.02)
-    first.process.send_signal(signal.SIGTERM)
-    assert first.process.wait(timeout=30) == 0
+    try:
+        media = first.upload(token, sub, "clip.mp4", _video(tmp_path, seconds=8))
+        first.wait_for_descendant("ffmpeg")
+        first.process.send_signal(signal.SIGTERM)
+        assert first.process.wait(timeout=30) == 0
+    finally:
+        first.kill()
     second = Server(data, dispatcher_poll_interval="0.2")
     try:
         done = second.settled(token, media["id"], timeout=120)
