@@ -14,11 +14,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from mediasvc.settings import schema
 
 STOP_TIMEOUT = 20.0
 START_TIMEOUT = 60.0
 REQUEST_TIMEOUT = 120.0
 LOG_TAIL_LINES = 20
+
+
+def service_default(name: str) -> Any:
+    """The default of one of the service's settings, read from its schema (never copied)."""
+    (found,) = [f for f in schema() if f.name == name]
+    return found.default
 
 
 class BenchError(RuntimeError):

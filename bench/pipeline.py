@@ -89,6 +89,7 @@ from common import (
     request,
     running,
     service_command,
+    service_default,
     service_env,
     verdict,
     wait_until_answers,
@@ -96,21 +97,21 @@ from common import (
 
 MB = 1024 * 1024
 DEFAULT_IMAGES = 24
-SERVICE_POOL_SIZE = 2  # the service's default `workers` setting
+SERVICE_POOL_SIZE = service_default("workers")
 DEFAULT_WORKERS = max(1, min(SERVICE_POOL_SIZE, (os.cpu_count() or 1) - 1))
 DEFAULT_REPEAT = 2
 IMAGE_WIDTH, IMAGE_HEIGHT = 6000, 4000  # 24 megapixels
 IMAGE_QUALITY = 90
-MAX_IMAGE_BYTES = 10 * MB  # the service's default max_image_size
+MAX_IMAGE_BYTES = service_default("max_image_size")
 WARMUP_WIDTH = 1200  # the warm-up images are 1200x800
-THUMBNAIL_SIZE = 320  # the service's default thumbnail_size
+THUMBNAIL_SIZE = service_default("thumbnail_size")
 THUMBNAIL_QUALITY = 82  # mediasvc.pipeline.images.JPEG_QUALITY
-START_METHOD = "forkserver"  # the service's default worker_start_method
+START_METHOD = service_default("worker_start_method")
 API = "/api/v1/drf/media"
 UPLOAD_PATH = f"{API}/upload/"
 UPLOADS_IN_FLIGHT = 3
 POLL_INTERVAL = 0.05
-PAGE_SIZE = 100  # the service's max_page_size
+PAGE_SIZE = service_default("max_page_size")
 RATIO_TARGET = 0.8
 RSS_TARGET_MB = 300.0
 RUN_TIMEOUT = 900.0
@@ -771,8 +772,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workers",
         type=int,
         default=DEFAULT_WORKERS,
-        help=f"worker processes of both pools ({DEFAULT_WORKERS} here: 2, but at most one "
-        "fewer than the cores)",
+        help=f"worker processes of both pools ({DEFAULT_WORKERS} here: {SERVICE_POOL_SIZE}, "
+        "but at most one fewer than the cores)",
     )
     parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="runs per target (2)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")

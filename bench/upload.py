@@ -63,6 +63,7 @@ from common import (
     request,
     running,
     service_command,
+    service_default,
     service_env,
     verdict,
     wait_until_answers,
@@ -72,7 +73,7 @@ MB = 1024 * 1024
 DEFAULT_SIZE_MB = 499
 DEFAULT_REPEAT = 3
 PAD_BLOCK = MB  # the file is padded with one random block, repeated
-HTTP_CHUNK_SIZE = 256 * 1024  # mediasvc's default http_chunk_size
+HTTP_CHUNK_SIZE = service_default("http_chunk_size")
 MAX_BODY_SIZE = 600 * MB
 API = "/api/v1/drf/media"
 UPLOAD_PATH = f"{API}/upload/"
