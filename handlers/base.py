@@ -15,7 +15,8 @@ from tornado.http1connection import HTTP1Connection
 from mediasvc import metrics
 from mediasvc.auth import Principal
 from mediasvc.context import AppContext
-from mediasvc.errors import BadRequest, MediaError, TooLarge, TooManyRequests
+from mediasvc.errors import BadRequest, MediaError, RequestTimeout, TooLarge, TooManyRequests
+from mediasvc.http1 import LingeringConnection
 
 log = logging.getLogger("mediasvc.request")
 _KNOWN = frozenset(status.value for status in HTTPStatus)
@@ -150,26 +151,43 @@ class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
 
     _upload_slot = False
 
-    def take_upload_slot(self) -> None:
-        """Count this request as an upload; over `max_concurrent_uploads` it is a 429."""
-        uploads = self.ctx.uploads
-        if uploads.count >= self.ctx.settings.max_concurrent_uploads:
+    async def take_upload_slot(self) -> None:
+        """Count this request as an upload. Over `max_concurrent_uploads` it waits, its body
+        unread, up to `upload_slot_wait` seconds for a slot, then it is a 429. Once it has a
+        slot, a body that stalls for `upload_stall_timeout` seconds loses it (408)."""
+        settings = self.ctx.settings
+        if not await self.ctx.uploads.acquire(
+            settings.max_concurrent_uploads, settings.upload_slot_wait
+        ):
             raise TooManyRequests("Too many uploads in progress; try again shortly")
-        uploads.begin()
         metrics.UPLOADS_ACTIVE.inc()
         self._upload_slot = True
+        connection = self.request.connection
+        if isinstance(connection, LingeringConnection):
+            connection.watch_stall(settings.upload_stall_timeout, self._body_stalled)
+
+    def _body_stalled(self) -> None:
+        if self._finished:
+            return
+        self.release_body()
+        timeout = self.ctx.settings.upload_stall_timeout
+        self.refuse(RequestTimeout(f"No body data received for {timeout:g} seconds"))
+
+    def release_body(self) -> None:
+        """Drop what was received of a body that will not be finished (spool files)."""
 
     def _untrack(self) -> None:
         if self._upload_slot:
             self._upload_slot = False
-            self.ctx.uploads.end()
+            self.ctx.uploads.release()
             metrics.UPLOADS_ACTIVE.dec()
         if self._tracked:
             self._tracked = False
             self.ctx.requests.end()
 
     def refuse(self, exc: Exception) -> None:
-        """Answer with an error while the body is still arriving (the rest is not read)."""
+        """Answer with an error while the body is still arriving. The connection says
+        `Connection: close` and drains the rest of the body before it closes (http1.py)."""
         if not isinstance(exc, MediaError):
             log.error("request %s failed", self.request_id, exc_info=exc)
         if not self._finished:
@@ -243,6 +261,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     level = logging.INFO if status < 500 else logging.ERROR
     log.log(level, json.dumps(record))
-    route = type(handler).__name__
-    metrics.REQUESTS.labels(route, request.method, str(status)).inc()
-    metrics.REQUEST_SECONDS.labels(route, request.method).observe(request.request_time())
+    route = metrics.route_label(handler)
+    method = metrics.method_label(request.method)
+    metrics.REQUESTS.labels(route, method, str(status)).inc()
+    metrics.REQUEST_SECONDS.labels(route, method).observe(request.request_time())

@@ -70,7 +70,7 @@ class LocalPutHandler(BaseHandler):
             raise Forbidden("Invalid or expired upload URL")
         self.declared_size = int(size)
         await super().prepare()
-        self.take_upload_slot()
+        await self.take_upload_slot()
         if self.request.headers.get("Content-Type", "").lower() != content_type:
             raise BadRequest(f"Content-Type must be {content_type}")
         await self._check_unused(key)
@@ -93,6 +93,10 @@ class LocalPutHandler(BaseHandler):
             self.refuse(TooLarge(f"Body is larger than the declared {self.declared_size} bytes"))
             return
         await self.spool.write(chunk)
+
+    def release_body(self) -> None:
+        if self.spool is not None:
+            self.spool.discard()
 
     async def put(self, key: str) -> None:
         spool = self.spool

@@ -30,7 +30,7 @@ class UploadHandler(BaseHandler):
     async def prepare(self) -> None:
         await super().prepare()
         principal = self.authenticate()
-        self.take_upload_slot()
+        await self.take_upload_slot()
         boundary = boundary_of(self.request.headers.get("Content-Type"))
         self.receiver = self.make_receiver(boundary, principal)
 
@@ -53,6 +53,11 @@ class UploadHandler(BaseHandler):
             self.failed = True
             self.receiver.discard()
             self.refuse(exc)
+
+    def release_body(self) -> None:
+        self.failed = True
+        if self.receiver is not None:
+            self.receiver.discard()
 
     async def post(self) -> None:
         receiver = self.receiver

@@ -26,6 +26,7 @@ from mediasvc.embedded_db import EmbeddedMongo
 from mediasvc.errors import Unavailable
 from mediasvc.handlers import files, media, openapi, ops, presigned, upload
 from mediasvc.handlers.base import NotFoundHandler, log_request
+from mediasvc.http1 import EarlyAnswerLimits, make_server
 from mediasvc.pipeline.dispatcher import Dispatcher
 from mediasvc.pipeline.pool import PoolConfig, WorkerPool
 from mediasvc.pipeline.queue import JobQueue
@@ -75,6 +76,16 @@ async def make_blob_store(
     return LocalBlobStore(settings.storage_path, signer, executor)
 
 
+def early_answer_limits(settings: Settings) -> EarlyAnswerLimits:
+    """What the HTTP connections need to know for early answers and header blocks."""
+    return EarlyAnswerLimits(
+        linger_timeout=settings.linger_timeout,
+        linger_idle_timeout=settings.linger_idle_timeout,
+        linger_max_bytes=settings.linger_max_bytes,
+        max_header_size=settings.max_header_size,
+    )
+
+
 @dataclass
 class Service:
     """A running server process: its context, HTTP server and bound port."""
@@ -104,8 +115,9 @@ async def start_service(settings: Settings) -> Service:
     stack = AsyncExitStack()
     try:
         context = await _build_context(settings, stack)
-        server = tornado.httpserver.HTTPServer(
+        server = make_server(
             make_app(context),
+            early_answer_limits(settings),
             max_body_size=settings.max_json_body_size,
             chunk_size=settings.http_chunk_size,
             idle_connection_timeout=settings.idle_connection_timeout,

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from mediasvc.auth import TokenAuthority
-from mediasvc.lifecycle import InFlight
+from mediasvc.lifecycle import InFlight, Slots
 from mediasvc.pipeline.dispatcher import Dispatcher
 from mediasvc.repository import MediaRepository
 from mediasvc.services.media import MediaService
@@ -28,4 +28,4 @@ class AppContext:
     presigned: PresignedUploads
     dispatcher: Dispatcher | None = None
     requests: InFlight = field(default_factory=InFlight)
-    uploads: InFlight = field(default_factory=InFlight)
+    uploads: Slots = field(default_factory=Slots)

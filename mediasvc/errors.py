@@ -44,6 +44,12 @@ class Conflict(MediaError):
     status = 409
 
 
+class RequestTimeout(MediaError):
+    """The client stopped sending its request body."""
+
+    status = 408
+
+
 class TooLarge(MediaError):
     """A body or a file is over its limit."""
 

@@ -52,6 +52,21 @@ JOB_SECONDS = Histogram(
 )  # fmt: skip
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str | None) -> str:
+    """The method as a label, from a fixed set: anyone can invent methods, and each new
+    label value would be a new series."""
+    return method if method in _METHODS else "other"
+
+
+def route_label(handler: Any) -> str:
+    """The handler's class as a label: ours are a fixed set; anything else is "other"."""
+    cls = type(handler)
+    return cls.__name__ if cls.__module__.startswith("mediasvc.") else "other"
+
+
 def render() -> tuple[bytes, str]:
     """The exposition text of every process of this machine, and its Content-Type."""
     registry: Any = _DEFAULT_REGISTRY

@@ -304,7 +304,8 @@ class Settings:
     )
     max_concurrent_uploads: int = setting(
         32,
-        "Uploads (direct, batch, presigned PUT) one process streams at once; more get 429.",
+        "Uploads (direct, batch, presigned PUT) one process streams at once; more wait "
+        "(upload_slot_wait), then get 429.",
         "http",
         minimum=1,
     )
@@ -326,6 +327,51 @@ class Settings:
         "http",
         kind="size",
         minimum=4096,
+    )
+    # http (early answers, upload slots)
+    max_header_size: int = setting(
+        64 * 1024,
+        "Largest request header block (request line and headers); larger ones get a 431 "
+        "(beyond 4 times this, the connection is closed unanswered).",
+        "http",
+        kind="size",
+        minimum=4096,
+    )
+    linger_timeout: float = setting(
+        30.0,
+        "Seconds a connection answered before its body was read goes on reading and "
+        "discarding that body, so the client reads the answer instead of a reset (as nginx's "
+        "lingering_time).",
+        "http",
+        minimum=0,
+    )
+    linger_idle_timeout: float = setting(
+        5.0,
+        "Seconds of silence from the client that end such draining early (as nginx's "
+        "lingering_timeout).",
+        "http",
+        minimum=0,
+    )
+    linger_max_bytes: int = setting(
+        1024 * MB,
+        "Most body bytes drained after an early answer; past that the connection is closed.",
+        "http",
+        kind="size",
+        minimum=0,
+    )
+    upload_slot_wait: float = setting(
+        10.0,
+        "Seconds an upload over max_concurrent_uploads waits for a slot (its body unread) "
+        "before it gets 429 with Retry-After.",
+        "http",
+        minimum=0,
+    )
+    upload_stall_timeout: float = setting(
+        30.0,
+        "Seconds a request body may send nothing before it is answered 408 and cut off, "
+        "freeing its upload slot.",
+        "http",
+        minimum=0.1,
     )
 
     # -- processing
