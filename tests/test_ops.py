@@ -54,9 +54,7 @@ def _settings(tmp_path: Path, **changes: Any) -> Settings:
 
 @pytest.fixture
 async def limited(tmp_path: Path) -> AsyncIterator[tuple[Service, Client]]:
-    service = await start_service(
-        _settings(tmp_path, max_concurrent_uploads=1, upload_slot_wait=0)
-    )
+    service = await start_service(_settings(tmp_path, max_concurrent_uploads=1, upload_slot_wait=0))
     yield service, Client(f"http://127.0.0.1:{service.port}")
     await service.stop()
 
