@@ -1,0 +1,174 @@
+"""nginx (Debian's) in front of the service with the operations guide's configuration:
+an over-limit image gets the service's 413 JSON every time, never nginx's 502, and the next
+request on the kept-alive client connection works."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from mediasvc.app import Service, start_service
+from tests.conftest import API, Caller, make_token, service_settings
+from tests.support.early import oversized_image
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+TRIES = 20
+CLIENT_TIMEOUT = 60
+TOO_BIG = {"error": "File size exceeds maximum allowed size of 10.0MB for image files"}
+
+pytestmark = pytest.mark.skipif(
+    not Path(NGINX).exists(), reason="nginx is not installed (scripts/system-deps.sh)"
+)
+
+# The server block docs/operations.md recommends, with the upstream's port filled in.
+SITE = """
+upstream mediasvc {
+    server 127.0.0.1:%(upstream)d;
+    keepalive 16;
+}
+server {
+    listen 127.0.0.1:%(port)d;
+    client_max_body_size 1100m;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host $http_host;
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_read_timeout 660s;
+    location / {
+        proxy_pass http://mediasvc;
+    }
+    location ~ ^(/api/v1/drf/media/(batch_)?upload/?|/uploads/) {
+        proxy_pass http://mediasvc;
+        proxy_request_buffering off;
+    }
+}
+"""
+
+MAIN = """
+daemon off;
+master_process off;
+worker_processes 1;
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/error.log warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path %(dir)s/body;
+    proxy_temp_path %(dir)s/proxy;
+    fastcgi_temp_path %(dir)s/fastcgi;
+    uwsgi_temp_path %(dir)s/uwsgi;
+    scgi_temp_path %(dir)s/scgi;
+    %(site)s
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+async def upstream(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Service]:
+    settings = service_settings(
+        tmp_path_factory.mktemp("behind-nginx"),
+        processing_enabled=False,
+        sweep_interval=0,
+        log_level="critical",
+        xheaders=True,
+    )
+    service = await start_service(settings)
+    yield service
+    await service.stop()
+
+
+@pytest.fixture(scope="module")
+def nginx(upstream: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """nginx on a free loopback port, proxying to the service; its base URL."""
+    folder = tmp_path_factory.mktemp("nginx")
+    port = _free_port()
+    site = SITE % {"upstream": upstream.port, "port": port}
+    (folder / "nginx.conf").write_text(MAIN % {"dir": folder, "site": site})
+    process = subprocess.Popen(
+        [NGINX, "-p", str(folder), "-c", str(folder / "nginx.conf")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, (folder / "error.log").read_text()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nginx did not start"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _tries(base: str, image: Path, caller: Caller) -> list[tuple[int, object, int]]:
+    """Upload the image TRIES times on one session; each time also GET /healthz after it."""
+    seen: list[tuple[int, object, int]] = []
+    with requests.Session() as session:
+        for _ in range(TRIES):
+            with image.open("rb") as file:
+                response = session.post(
+                    f"{base}{API}/upload/",
+                    headers={"Authorization": f"Bearer {caller.token}"},
+                    files={"file": ("big.jpg", file, "image/jpeg")},
+                    data={"entity_type": "user", "entity_id": caller.sub},
+                    timeout=CLIENT_TIMEOUT,
+                )
+            try:
+                body: object = response.json()
+            except ValueError:
+                body = response.text[:200]
+            health = session.get(f"{base}/healthz", timeout=CLIENT_TIMEOUT)
+            seen.append((response.status_code, body, health.status_code))
+    return seen
+
+
+async def test_the_413_json_comes_through_nginx_every_time(
+    nginx: str, tmp_path: Path, samples: dict[str, bytes]
+) -> None:
+    image = oversized_image(tmp_path, samples["jpg"])
+    sub = str(uuid.uuid4())
+    seen = await asyncio.to_thread(_tries, nginx, image, Caller(sub, make_token(sub)))
+    assert seen == [(413, TOO_BIG, 200)] * TRIES
+
+
+async def test_uploads_stream_through_nginx(nginx: str, samples: dict[str, bytes]) -> None:
+    sub = str(uuid.uuid4())
+    caller = Caller(sub, make_token(sub))
+
+    def upload() -> requests.Response:
+        return requests.post(
+            f"{nginx}{API}/upload/",
+            headers={"Authorization": f"Bearer {caller.token}"},
+            files={"file": ("a.jpg", samples["jpg"], "image/jpeg")},
+            data={"entity_type": "user", "entity_id": caller.sub},
+            timeout=CLIENT_TIMEOUT,
+        )
+
+    response = await asyncio.to_thread(upload)
+    assert response.status_code == 201, response.text
+    assert response.json()["file_size"] == len(samples["jpg"])
+    assert response.json()["url"].startswith(nginx)  # links name the proxy's address
