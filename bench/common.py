@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,7 @@ class Answer:
     body: bytes
     sent_at: float  # time.perf_counter() after the last byte went out
     send_error: OSError | None  # the server answered early and closed (a 413, say)
+    headers: dict[str, str] = field(default_factory=dict)  # names in lower case
 
 
 def multipart_envelope(
@@ -212,6 +213,7 @@ def post_file(
             send_error = exc
         sent_at = time.perf_counter()
         response = connection.getresponse()
-        return Answer(response.status, response.read(), sent_at, send_error)
+        headers = {name.lower(): value for name, value in response.getheaders()}
+        return Answer(response.status, response.read(), sent_at, send_error, headers)
     finally:
         connection.close()
