@@ -74,6 +74,8 @@ class LingeringConnection(HTTP1Connection):
         self._drained = False
         self._timers: dict[str, object] = {}
         self._stall: tuple[float, Callable[[], None]] | None = None
+        self._heard = 0.0  # when the body last sent something (io_loop.time())
+        self._delivering = False
         super().__init__(stream, False, params, context)
 
     # ---- a stalled body
@@ -83,20 +85,23 @@ class LingeringConnection(HTTP1Connection):
 
         The clock only runs while the connection waits for the client: not while the
         handler digests a chunk (then the client cannot send, by our own backpressure).
+        One timer per request, looked at when it fires: a chunk costs a clock reading.
         """
         self._stall = (timeout, on_stall)
-        self._arm_stall()
+        self._heard = self.stream.io_loop.time()
+        self._set_timer("stall", timeout, self._check_stall)
 
-    def _arm_stall(self) -> None:
-        if self._stall is None or self._write_finished or self._read_finished:
-            return
-        self._set_timer("stall", self._stall[0], self._fire_stall)
-
-    def _fire_stall(self) -> None:
+    def _check_stall(self) -> None:
         self._timers.pop("stall", None)
         if self._stall is None or self._write_finished or self._read_finished:
             return
-        on_stall = self._stall[1]
+        timeout, on_stall = self._stall
+        quiet = self.stream.io_loop.time() - self._heard
+        if self._delivering or quiet < timeout:
+            self._set_timer(
+                "stall", timeout if self._delivering else timeout - quiet, self._check_stall
+            )
+            return
         self._stall = None
         on_stall()
 
@@ -185,11 +190,12 @@ class LingeringConnection(HTTP1Connection):
         if self._write_finished:
             self._discard(len(data))
             return
-        self._cancel_timer("stall")
+        self._delivering = True
         try:
             await super()._deliver_body(delegate, data)
         finally:
-            self._arm_stall()
+            self._delivering = False
+            self._heard = self.stream.io_loop.time()
 
     def _discard(self, size: int) -> None:
         self._discarded += size

@@ -368,8 +368,8 @@ class Settings:
     )
     upload_stall_timeout: float = setting(
         30.0,
-        "Seconds a request body may send nothing before it is answered 408 and cut off, "
-        "freeing its upload slot.",
+        "Seconds an upload's body (direct, batch, presigned PUT) may send nothing before it "
+        "is answered 408 and cut off, freeing its upload slot.",
         "http",
         minimum=0.1,
     )
