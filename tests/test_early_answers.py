@@ -235,10 +235,13 @@ async def test_an_unread_body_is_drained_then_the_connection_closes(
     try:
         refused = await read_answer(reader)
         assert refused.status == 401 and refused.headers["connection"] == "close"
+        assert await asyncio.wait_for(reader.read(), CLIENT_TIMEOUT) == b""  # our FIN
         for _ in range(8):  # no reset: every byte is taken
             writer.write(b"x" * MB)
             await asyncio.wait_for(writer.drain(), CLIENT_TIMEOUT)
-        assert await asyncio.wait_for(reader.read(), CLIENT_TIMEOUT) == b""
+        # The whole body is read: the server closes at once (bytes past it are refused).
+        seconds, _sent = await _send_until_reset(writer, b"past the body", 0.05, limit=10)
+        assert seconds < 8
     finally:
         writer.close()
 
@@ -270,3 +273,110 @@ async def test_invented_methods_share_one_metric_label(early: Service) -> None:
     text = (await client.request("GET", "/metrics")).body.decode()
     assert "XQWERTY" not in text and "BREW" not in text
     assert 'method="other",route="HealthHandler",status="405"' in text
+
+
+@pytest.fixture(scope="module")
+async def tight(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Service]:
+    """A service that drains little: 2 MB, 1.5 s in all, 0.5 s of silence."""
+    settings = service_settings(
+        tmp_path_factory.mktemp("tight"),
+        processing_enabled=False,
+        sweep_interval=0,
+        log_level="critical",
+        linger_max_bytes=2 * MB,
+        linger_timeout=1.5,
+        linger_idle_timeout=0.5,
+        max_header_size=8192,
+    )
+    service = await start_service(settings)
+    yield service
+    await service.stop()
+
+
+def _refused_head(length_header: str) -> str:
+    return (
+        f"POST {API}/upload/ HTTP/1.1\r\nHost: t\r\n{length_header}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+    )
+
+
+async def _send_until_reset(
+    writer: asyncio.StreamWriter, piece: bytes, pause: float, limit: float = CLIENT_TIMEOUT
+) -> tuple[float, int]:
+    """Send `piece` every `pause` seconds until the server has closed the connection (our
+    writes then get a reset); the seconds that took and the bytes sent. The answer's FIN
+    says nothing here: the server shuts only its sending side while it drains."""
+    loop = asyncio.get_running_loop()
+    started, sent = loop.time(), 0
+    while loop.time() - started < limit:
+        try:
+            writer.write(piece)
+            await asyncio.wait_for(writer.drain(), limit)
+        except (ConnectionError, TimeoutError):
+            break
+        sent += len(piece)
+        await asyncio.sleep(pause)
+    return loop.time() - started, sent
+
+
+async def test_a_chunked_body_is_drained_after_the_answer(tight: Service) -> None:
+    reader, writer = await send_head(tight.port, _refused_head("Transfer-Encoding: chunked"))
+    try:
+        refused = await read_answer(reader)
+        assert refused.status == 401 and refused.headers["connection"] == "close"
+        chunk = b"%x\r\n%s\r\n" % (64 * 1024, b"y" * 64 * 1024)
+        writer.write(chunk * 16 + b"0\r\n\r\n")  # 1 MB, within the drain's byte cap
+        await asyncio.wait_for(writer.drain(), CLIENT_TIMEOUT)
+        assert await asyncio.wait_for(reader.read(), CLIENT_TIMEOUT) == b""
+    finally:
+        writer.close()
+
+
+async def test_draining_stops_at_its_byte_cap(tight: Service) -> None:
+    reader, writer = await send_head(tight.port, _refused_head(f"Content-Length: {64 * MB}"))
+    try:
+        assert (await read_answer(reader)).status == 401
+        _seconds, sent = await _send_until_reset(writer, b"z" * (256 * 1024), 0)
+        assert sent < 32 * MB  # 2 MB drained, plus what the socket buffers held
+    finally:
+        writer.close()
+
+
+async def test_draining_stops_at_its_time_limits(tight: Service) -> None:
+    # A trickle that never goes silent for 0.5 s is cut off at linger_timeout (1.5 s)...
+    reader, writer = await send_head(tight.port, _refused_head(f"Content-Length: {MB}"))
+    try:
+        assert (await read_answer(reader)).status == 401
+        seconds, _sent = await _send_until_reset(writer, b"t", 0.1)
+        assert 1.4 < seconds < 20
+    finally:
+        writer.close()
+    # ... and a client that goes silent, after 0.5 s of silence.
+    reader, writer = await send_head(tight.port, _refused_head(f"Content-Length: {MB}"))
+    try:
+        assert (await read_answer(reader)).status == 401
+        await asyncio.sleep(1.2)
+        seconds, _sent = await _send_until_reset(writer, b"s", 0.1, limit=1)
+        assert seconds < 0.9  # already closed: the first writes are refused
+    finally:
+        writer.close()
+
+
+async def test_header_blocks_far_over_the_limit_are_cut_off(tight: Service) -> None:
+    reader, writer = await send_head(
+        tight.port, f"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: {'b' * 40_000}\r\n\r\n"
+    )
+    try:  # over 4 x max_header_size: closed without an answer, never hanging
+        assert await asyncio.wait_for(reader.read(), CLIENT_TIMEOUT) == b""
+    finally:
+        writer.close()
+    reader, writer = await send_head(
+        tight.port, f"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: {'b' * 20_000}\r\n\r\n"
+    )
+    try:
+        answer = await read_answer(reader)
+        assert answer.status == 431 and answer.json == {
+            "error": "Request header block exceeds the maximum of 8192 bytes"
+        }
+    finally:
+        writer.close()
