@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from mediasvc.app import Service, start_service
+from mediasvc.lifecycle import Slots
 from tests.conftest import API, Caller, make_token, multipart_body, service_settings
 from tests.support.early import MB, read_answer, send_head
 
@@ -170,3 +171,27 @@ async def test_a_burst_gets_only_201s_and_readable_429s(
             assert response.json()["error"].startswith("Too many uploads")
             assert response.headers["Retry-After"] == "1"
     await _until(lambda: service.context.uploads.count == 0)
+
+
+async def test_slots_are_handed_over_in_order_and_waiters_time_out() -> None:
+    slots = Slots()
+    assert await slots.acquire(1, 0)
+    assert not await slots.acquire(1, 0)  # full, and no waiting asked for
+    order: list[str] = []
+
+    async def wait(name: str, timeout: float) -> None:
+        if await slots.acquire(1, timeout):
+            order.append(name)
+
+    first = asyncio.create_task(wait("first", 30))
+    second = asyncio.create_task(wait("second", 30))
+    late = asyncio.create_task(wait("late", 0.05))
+    await asyncio.sleep(0.2)
+    assert late.done() and order == []  # timed out in line
+    slots.release()
+    await first
+    assert order == ["first"] and slots.count == 1
+    second.cancel()  # a waiter that goes away gives up its place
+    await asyncio.gather(second, return_exceptions=True)
+    slots.release()
+    assert slots.count == 0 and await slots.acquire(1, 0)
