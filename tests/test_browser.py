@@ -9,6 +9,7 @@ cross-origin exactly as written; the example text is the one the Node tests run
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import boto3
 import pytest
 import tornado.httpserver
 import tornado.netutil
@@ -27,7 +29,15 @@ from playwright.async_api import async_playwright
 
 from mediasvc.app import Service, start_service
 from mediasvc.upload import size_error
-from tests.conftest import API, Client, make_token, service_settings
+from tests.conftest import (
+    API,
+    S3_ACCESS_KEY,
+    S3_SECRET_KEY,
+    Client,
+    S3Server,
+    make_token,
+    service_settings,
+)  # fmt: skip
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -38,6 +48,7 @@ CHROMIUM_ARGS = [
 IMAGE_LIMIT = 512 * 1024
 JS = Path(__file__).parent / "js"
 REQUEST_LOG = "mediasvc.request"
+DOCS = Path(__file__).parent.parent / "docs" / "operations.md"
 
 
 def spec_example(script: str) -> str:
@@ -68,14 +79,16 @@ async function presignedUpload(token, serviceId) {{
 
 
 class PageHandler(tornado.web.RequestHandler):
-    """GET /: the page of the browser app."""
+    """GET /<name>: a page of the browser app (one per service it talks to)."""
 
-    def initialize(self, html: str) -> None:
-        self.html = html
+    def initialize(self, pages: dict[str, str]) -> None:
+        self.pages = pages
 
-    def get(self) -> None:
+    def get(self, name: str) -> None:
+        if name not in self.pages:
+            raise tornado.web.HTTPError(404)
         self.set_header("Content-Type", "text/html; charset=UTF-8")
-        self.finish(self.html)
+        self.finish(self.pages[name])
 
 
 @dataclass
@@ -86,6 +99,7 @@ class Origins:
     client: Client
     page_port: int
     sample_dir: Path
+    pages: dict[str, str]
 
     @property
     def allowed(self) -> str:
@@ -111,11 +125,13 @@ async def origins(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ori
     )
     service = await start_service(settings)
     base = f"http://127.0.0.1:{service.port}"
-    page_app = tornado.web.Application([(r"/", PageHandler, {"html": page_html(base)})])
+    pages = {"": page_html(base)}
+    page_app = tornado.web.Application([(r"/(.*)", PageHandler, {"pages": pages})])
     page_server = tornado.httpserver.HTTPServer(page_app)
     page_server.add_sockets(page_sockets)
+    files = tmp_path_factory.mktemp("browser-files")
     try:
-        yield Origins(service, Client(base), page_port, tmp_path_factory.mktemp("browser-files"))
+        yield Origins(service, Client(base), page_port, files, pages)
     finally:
         page_server.stop()
         await page_server.close_all_connections()
@@ -131,6 +147,46 @@ async def browser(origins: Origins) -> AsyncIterator[Any]:
         chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         await chromium.close()
+
+
+def documented_bucket_rule(origin: str) -> dict[str, Any]:
+    """The bucket CORS rule docs/operations.md shows, for `origin`."""
+    text = DOCS.read_text()
+    section = text[text.index("## Browser apps (CORS)") :]
+    block = section[
+        section.index("```json\n") + 8 : section.index("```", section.index("```json") + 7)
+    ]
+    rule: dict[str, Any] = json.loads(block.replace("https://app.example.com", origin))
+    return rule
+
+
+@pytest.fixture(scope="module")
+async def s3_page(
+    origins: Origins, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Client]:
+    """A service on S3 (SeaweedFS) whose bucket has the documented CORS rule; its page is
+    /s3 on the page server."""
+    bucket = f"mediasvc-browser-{uuid.uuid4().hex[:12]}"
+    settings = service_settings(
+        tmp_path_factory.mktemp("browser-s3"),
+        storage="s3", s3_endpoint_url=s3_server.endpoint, s3_bucket=bucket,
+        s3_access_key=S3_ACCESS_KEY, s3_secret_key=S3_SECRET_KEY, s3_addressing_style="path",
+        s3_create_bucket=True, cors_origins=(origins.allowed,), processing_enabled=False,
+        sweep_interval=0, log_level="critical",
+    )  # fmt: skip
+    service = await start_service(settings)
+    s3 = boto3.client(
+        "s3", endpoint_url=s3_server.endpoint, aws_access_key_id=S3_ACCESS_KEY,
+        aws_secret_access_key=S3_SECRET_KEY, region_name=settings.s3_region,
+    )  # fmt: skip
+    rule = documented_bucket_rule(origins.allowed)
+    await asyncio.to_thread(s3.put_bucket_cors, Bucket=bucket, CORSConfiguration=rule)
+    base = f"http://127.0.0.1:{service.port}"
+    origins.pages["s3"] = page_html(base)
+    try:
+        yield Client(base)
+    finally:
+        await service.stop()
 
 
 @dataclass
@@ -166,7 +222,9 @@ async def page(
         traffic.responses.append((response.request.method, path, response.status))
 
     tab.on("response", on_response)
-    tab.on("requestfailed", lambda request: traffic.failed.append(request.url))
+    tab.on(
+        "requestfailed", lambda request: traffic.failed.append(f"{request.url} {request.failure}")
+    )
     yield tab, traffic
     await context.close()
 
@@ -191,8 +249,8 @@ def big_photo(origins: Origins) -> Path:
     return path
 
 
-async def _open(tab: Any, origin: str, file: Path) -> None:
-    await tab.goto(f"{origin}/")
+async def _open(tab: Any, origin: str, file: Path, page: str = "") -> None:
+    await tab.goto(f"{origin}/{page}")
     await tab.set_input_files("#file", str(file))
 
 
@@ -244,6 +302,28 @@ async def test_presigned_upload_example_from_another_origin(
     assert media.json["file_size"] == len(samples["mp4"])
     stored = await origins.client.request("GET", media.json["url"])
     assert stored.body == samples["mp4"]
+
+
+async def test_presigned_upload_example_to_s3_with_the_documented_bucket_rule(
+    origins: Origins, s3_page: Client, page: tuple[Any, Traffic], samples: dict[str, bytes]
+) -> None:
+    """With S3 the browser PUTs straight to the bucket: the rule in the guide is enough."""
+    tab, traffic = page
+    photo = origins.sample_dir / "bucket photo.png"
+    photo.write_bytes(samples["png"])
+    service_id, token = _service_caller()
+    await _open(tab, origins.allowed, photo, page="s3")
+    result = await tab.evaluate("([t, s]) => presignedUpload(t, s)", [token, service_id])
+    assert result["status"] == 201, result
+    upload = urlsplit(result["upload_url"])
+    assert upload.port not in (origins.service.port, urlsplit(s3_page.base).port)
+    assert ("PUT", upload.path, 200) in traffic.responses
+    # A refused PUT would have made the example's fetch throw. Chromium reports the empty
+    # body of S3's answer, which the example never reads, as aborted; nothing else failed.
+    assert all(failure.endswith("net::ERR_ABORTED") for failure in traffic.failed)
+    media = await s3_page.request("GET", f"{API}/{result['media_id']}/", token=token)
+    assert media.json["status"] in ("processing", "ready")
+    assert (await s3_page.request("GET", media.json["url"])).body == samples["png"]
 
 
 async def test_over_limit_image_413_is_read_by_the_page(
