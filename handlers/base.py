@@ -15,6 +15,7 @@ from tornado.http1connection import HTTP1Connection
 from mediasvc import metrics
 from mediasvc.auth import Principal
 from mediasvc.context import AppContext
+from mediasvc.cors import CorsMixin
 from mediasvc.errors import BadRequest, MediaError, RequestTimeout, TooLarge, TooManyRequests
 from mediasvc.http1 import LingeringConnection
 
@@ -48,7 +49,7 @@ class ContextMixin(_HandlerBase):
         return self._request_id
 
 
-class JsonErrorsMixin(ContextMixin):
+class JsonErrorsMixin(CorsMixin, ContextMixin):
     """`{"error": "..."}` for every error status; domain errors mapped to their status."""
 
     def allowed_methods(self) -> list[str]:
@@ -138,7 +139,9 @@ class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
         self._body += chunk
 
     def check_method(self) -> None:
-        """A 405 (with `Allow`) for a method this handler does not implement."""
+        """A 405 (with `Allow`) for a method this handler does not implement; a CORS
+        preflight is answered here, before the method check and before authentication."""
+        self.answer_preflight()
         if (self.request.method or "") not in self.allowed_methods():
             raise tornado.web.HTTPError(405)
 
@@ -198,6 +201,7 @@ class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_cors_headers()
 
     def authenticate(self) -> Principal:
         """Verify the bearer token (401 if anything is wrong) and remember the caller."""

@@ -24,6 +24,7 @@ class LocalFileHandler(JsonErrorsMixin, tornado.web.StaticFileHandler):
     def set_default_headers(self) -> None:
         self.set_header("X-Request-Id", self.request_id)
         self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_cors_headers()
 
     async def get(self, path: str, include_body: bool = True) -> None:
         self._check_signature(path)

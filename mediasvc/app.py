@@ -22,6 +22,7 @@ from pymongo import AsyncMongoClient
 from mediasvc import metrics
 from mediasvc.auth import TokenAuthority
 from mediasvc.context import AppContext
+from mediasvc.cors import CorsPolicy
 from mediasvc.embedded_db import EmbeddedMongo
 from mediasvc.errors import Unavailable
 from mediasvc.handlers import files, media, openapi, ops, presigned, upload
@@ -55,6 +56,7 @@ def make_app(context: AppContext) -> tornado.web.Application:
     return tornado.web.Application(
         routes,
         context=context,
+        cors=CorsPolicy.from_settings(context.settings),
         default_handler_class=NotFoundHandler,
         log_function=log_request,
         compress_response=False,

@@ -87,6 +87,21 @@ class Settings:
     io_threads: int = setting(
         8, "Threads for blocking file-system and storage calls.", "server", minimum=1, maximum=256
     )
+    # -- cors
+    cors_origins: tuple[str, ...] = setting(
+        (),
+        "Origins whose browser pages may call the API and the upload/file URLs, comma-separated "
+        "(e.g. https://app.example.com), or * for any. Empty: no CORS headers at all.",
+        "cors",
+        kind="list",
+    )
+    cors_max_age: int = setting(
+        600,
+        "Seconds a browser may cache a preflight answer (Chromium caps it at 7200).",
+        "cors",
+        minimum=0,
+        maximum=86400,
+    )
     # -- database
     mongodb_uri: str = setting(
         "",
@@ -649,6 +664,22 @@ def _check_consistency(settings: Settings) -> None:
         raise SettingsError("setting jwt_secret: use at least 32 characters")
     if "none" in (a.lower() for a in settings.jwt_algorithms):
         raise SettingsError("setting jwt_algorithms: 'none' is never accepted")
+    _check_cors_origins(settings.cors_origins)
+
+
+_ORIGIN = re.compile(r"https?://([a-z0-9.\-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+
+
+def _check_cors_origins(origins: tuple[str, ...]) -> None:
+    """Each origin as a browser writes it in `Origin` (else it could never match), or `*`."""
+    if "*" in origins and len(origins) > 1:
+        raise SettingsError("setting cors_origins: * stands alone (it allows every origin)")
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise SettingsError(
+                f"setting cors_origins: {origin!r} is not an origin such as "
+                "https://app.example.com (scheme, lower-case host, optional port; no path)"
+            )
 
 
 def render_value(f: dataclasses.Field[Any], value: Any) -> str:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages mediasvc needs (ffmpeg, libvips, libmagic; nginx for the
-# proxy tests) when missing.
+# Installs the Debian packages mediasvc needs (ffmpeg, libvips, libmagic; nginx and chromium
+# for the proxy and browser tests) when missing.
 # As root it uses apt-get; otherwise it says what to install and fails.
 set -euo pipefail
 
@@ -9,11 +9,12 @@ missing=()
 ldconfig -p 2>/dev/null | grep -q 'libvips.so.42' || missing+=(libvips)
 ldconfig -p 2>/dev/null | grep -q 'libmagic.so.1' || missing+=(libmagic1)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ -x /usr/bin/chromium ] || missing+=(chromium)  # the browser tests (Playwright drives it)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "mediasvc needs these system packages: ${missing[*]}" >&2
-  echo "On Debian/Ubuntu: sudo apt-get install ffmpeg libvips42 libmagic1 nginx" >&2
+  echo "On Debian/Ubuntu: sudo apt-get install ffmpeg libvips42 libmagic1 nginx chromium" >&2
   exit 1
 fi
 
