@@ -10,7 +10,7 @@ import tornado.web
 from mediasvc import metrics
 from mediasvc.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
 from mediasvc.handlers.base import BaseHandler
-from mediasvc.handlers.media import API, MEDIA_ID
+from mediasvc.handlers.media import API, MEDIA_ID, media_location
 from mediasvc.spool import SpoolWriter
 from mediasvc.storage.local import UPLOADS_PREFIX, LocalBlobStore
 
@@ -25,6 +25,7 @@ class PresignedUploadHandler(BaseHandler):
     async def post(self) -> None:
         principal = self.authenticate()
         answer = await self.ctx.presigned.create(principal, self.json_body(), self.base_url)
+        self.set_header("Location", media_location(self.base_url, answer["media_id"]))
         self.write_json(answer, status=201)
 
 
@@ -92,7 +93,11 @@ class LocalPutHandler(BaseHandler):
             self.spool.discard()
             self.refuse(TooLarge(f"Body is larger than the declared {self.declared_size} bytes"))
             return
-        await self.spool.write(chunk)
+        try:
+            await self.spool.write(chunk)
+        except Exception as exc:  # a full disk (507): answer now, keep nothing
+            self.spool.discard()
+            self.refuse(exc)
 
     async def put(self, key: str) -> None:
         spool = self.spool

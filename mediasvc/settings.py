@@ -207,6 +207,13 @@ class Settings:
     s3_threads: int = setting(
         8, "Threads for S3 transfers (boto3 never runs on the event loop).", "s3", minimum=1
     )
+    storage_retry_after: int = setting(
+        2,
+        "Retry-After seconds of the 503 a request gets when the storage fails (S3 errors, "
+        "throttling, timeouts, unreachable).",
+        "s3",
+        minimum=1,
+    )
     # -- presigned uploads
     presigned_upload_ttl: int = setting(
         3600, "Seconds a presigned upload URL stays valid.", "uploads", minimum=60

@@ -9,17 +9,21 @@ import hashlib
 import hmac
 import os
 import re
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
+from mediasvc.errors import full_disk_is_507
 from mediasvc.storage import BlobStore, PresignedUpload
 
 FILES_PREFIX = "/files/"
 UPLOADS_PREFIX = "/uploads/"
+COPY_CHUNK = 1024 * 1024
 T = TypeVar("T")
 
 
@@ -122,24 +126,24 @@ class LocalBlobStore(BlobStore):
     def _move_into_place(source: Path, target: Path) -> None:
         # fsync the data, rename atomically, then fsync the folder: after this a crash
         # cannot leave a record pointing at a missing or half-written file.
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(source, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(source, target)
-        _fsync_dir(target.parent)
+        with full_disk_is_507("a stored file"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with _same_device(source, target.parent) as local:
+                os.replace(local, target)
+            _fsync_dir(target.parent)
 
     @staticmethod
     def _link_into_place(source: Path, target: Path) -> bool:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(source, "rb") as handle:
-            os.fsync(handle.fileno())
         try:
-            os.link(source, target)  # fails if the target exists: one upload per URL
+            with full_disk_is_507("a stored file"):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with _same_device(source, target.parent) as local:
+                    os.link(local, target)  # fails if the target exists: one upload per URL
+                _fsync_dir(target.parent)
         except FileExistsError:
             return False
         finally:
             source.unlink(missing_ok=True)
-        _fsync_dir(target.parent)
         return True
 
     @staticmethod
@@ -147,6 +151,32 @@ class LocalBlobStore(BlobStore):
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+@contextlib.contextmanager
+def _same_device(source: Path, folder: Path) -> Iterator[Path]:
+    """`source`, fsynced, as a file on the file system of `folder`, for a rename or link.
+
+    The spool folder is usually beside the store; when it is not (a fast local disk for
+    spooling, the store elsewhere), the bytes are copied into a temporary file in `folder`
+    first, which is removed if anything fails: a full store keeps no partial file.
+    """
+    if os.stat(source).st_dev == os.stat(folder).st_dev:
+        with open(source, "rb") as handle:
+            os.fsync(handle.fileno())
+        yield source
+        return
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".incoming-")
+    copy = Path(name)
+    try:
+        with open(source, "rb") as reader, os.fdopen(fd, "wb") as writer:
+            shutil.copyfileobj(reader, writer, COPY_CHUNK)
+            writer.flush()
+            os.fsync(writer.fileno())
+        yield copy
+        source.unlink(missing_ok=True)
+    finally:
+        copy.unlink(missing_ok=True)
 
 
 def _upload_claim(key: str, content_type: str, size: int) -> str:
