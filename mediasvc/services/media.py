@@ -138,15 +138,19 @@ class MediaService:
         if not files and not rejected:
             raise BadRequest("No file was submitted in the 'files' field")
         created, errors = [], list(rejected)
+        trouble: MediaError | None = None  # the service's own (storage down, disk full)
         for received in files:
             try:
                 media = await self.create_from_upload(principal, fields, received)
             except MediaError as exc:
                 errors.append({"filename": received.raw_filename[:255], "error": exc.message})
+                trouble = exc if exc.status >= 500 else trouble
                 continue
             created.append(
                 {"id": media["_id"], "filename": media["filename"], "status": media["status"]}
             )
+        if trouble is not None and not created:
+            raise trouble  # not the files' fault: the batch gets the 503 or 507 itself
         total = len(created) + len(errors)
         return {
             "created": created,
