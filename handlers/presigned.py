@@ -72,7 +72,10 @@ class LocalPutHandler(BaseHandler):
         self.declared_size = int(size)
         await super().prepare()
         self.take_upload_slot()
-        if self.request.headers.get("Content-Type", "").lower() != content_type:
+        # The signed type, as S3 wants it; or bare bytes, as generated clients send them
+        # (the type that counts is the signed one, and the content is sniffed on confirm).
+        sent = self.request.headers.get("Content-Type", "").lower()
+        if sent not in (content_type, "application/octet-stream"):
             raise BadRequest(f"Content-Type must be {content_type}")
         await self._check_unused(key)
         self.spool = SpoolWriter(self.ctx.settings.spool_path, self.ctx.io_executor)
