@@ -156,8 +156,8 @@ class Settings:
     )
     spool_dir: str = setting(
         "",
-        "Folder for upload spool files (same file system as storage_dir for cheap renames). "
-        "Empty: <data_dir>/spool.",
+        "Folder for upload spool files (on the file system of storage_dir, files are renamed "
+        "into place; elsewhere they are copied). Empty: <data_dir>/spool.",
         "storage",
     )
     url_signing_secret: str = setting(
