@@ -210,7 +210,7 @@ class Settings:
     storage_retry_after: int = setting(
         2,
         "Retry-After seconds of the 503 a request gets when the storage fails (S3 errors, "
-        "throttling, timeouts, unreachable).",
+        "throttling, timeouts, unreachable; a local folder that refuses writes).",
         "s3",
         minimum=1,
     )

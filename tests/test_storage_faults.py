@@ -360,6 +360,23 @@ async def test_full_disk_during_a_presigned_put_is_507_and_keeps_nothing(
     assert (await client.request("POST", confirm, token=caller.token)).status == 200
 
 
+async def test_a_store_that_refuses_writes_is_503(
+    small_disks: SmallDisks, samples: dict[str, bytes]
+) -> None:
+    """A read-only (or failing) store folder is storage trouble like S3's: 503, nothing kept."""
+    client, caller = small_disks.client, _caller()
+    before = small_disks.leftovers()
+    store = str(small_disks.store)
+    subprocess.run(["mount", "-o", "remount,ro", store], check=True)
+    try:
+        refused = await client.upload(caller.token, "a.jpg", samples["jpg"], caller.entity)
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", store], check=True)
+    assert (refused.status, refused.json) == (503, UNAVAILABLE)
+    assert refused.headers["Retry-After"] == "2"
+    assert small_disks.leftovers() == before and await _count(client, caller) == 0
+
+
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
 def test_out_of_space_and_over_quota_are_both_507(code: int) -> None:
     """EDQUOT cannot be provoked without setting up disk quotas; it takes the same path."""

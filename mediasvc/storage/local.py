@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import re
 import shutil
@@ -18,9 +19,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
-from mediasvc.errors import full_disk_is_507
+from mediasvc.errors import Unavailable, full_disk_is_507
 from mediasvc.storage import BlobStore, PresignedUpload
 
+log = logging.getLogger(__name__)
 FILES_PREFIX = "/files/"
 UPLOADS_PREFIX = "/uploads/"
 COPY_CHUNK = 1024 * 1024
@@ -59,9 +61,12 @@ class UrlSigner:
 class LocalBlobStore(BlobStore):
     """A folder on disk; blocking file-system calls run in the I/O thread pool."""
 
-    def __init__(self, root: Path, signer: UrlSigner, executor: Executor) -> None:
+    def __init__(
+        self, root: Path, signer: UrlSigner, executor: Executor, retry_after: int = 2
+    ) -> None:
         self.root = root
         self.signer = signer
+        self.retry_after = retry_after
         self._executor = executor
         root.mkdir(parents=True, exist_ok=True)
 
@@ -73,7 +78,7 @@ class LocalBlobStore(BlobStore):
         return path
 
     async def put_file(self, key: str, path: Path, content_type: str) -> None:
-        await self._run(self._move_into_place, path, self.path_of(key))
+        await self._store(self._move_into_place, path, self.path_of(key))
 
     async def delete(self, keys: Iterable[str]) -> None:
         await self._run(self._delete_files, [self.path_of(k) for k in keys])
@@ -86,7 +91,7 @@ class LocalBlobStore(BlobStore):
 
     async def put_new_file(self, key: str, path: Path) -> bool:
         """Like put_file, but never replaces an existing object; False if one exists."""
-        return await self._run(self._link_into_place, path, self.path_of(key))
+        return await self._store(self._link_into_place, path, self.path_of(key))
 
     def presign_upload(
         self, key: str, content_type: str, size: int, ttl: int, base_url: str
@@ -121,6 +126,17 @@ class LocalBlobStore(BlobStore):
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    async def _store(self, func: Callable[..., T], source: Path, target: Path) -> T:
+        """Store a file; a folder that refuses it (read-only, I/O errors) is a 503, like S3
+        failing; a full one is a 507 (raised inside)."""
+        try:
+            return await self._run(func, source, target)
+        except OSError as exc:
+            log.error("could not store %s: %s", target, exc)
+            raise Unavailable(
+                "Storage unavailable, try again shortly", retry_after=self.retry_after
+            ) from exc
 
     @staticmethod
     def _move_into_place(source: Path, target: Path) -> None:
