@@ -187,7 +187,7 @@ async def test_any_s3_failure_is_503_with_retry_after(
     try:
         started = time.monotonic()
         refused = await client.upload(caller.token, "b.jpg", samples["jpg"], caller.entity)
-        assert time.monotonic() - started < READ_TIMEOUT + 2
+        assert time.monotonic() - started < 5  # s3_read_timeout bounds it, not 30 s of waiting
         ready = await client.request("GET", "/readyz")
     finally:
         faulty_s3.faults.now = None
