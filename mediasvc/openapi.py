@@ -14,7 +14,7 @@ from typing import Any
 from mediasvc.media_types import KINDS, MEDIA_TYPES
 from mediasvc.pipeline.jobs import OPERATIONS
 from mediasvc.services.media import STATUSES
-from mediasvc.settings import Settings
+from mediasvc.settings import MB, Settings
 
 Schema = dict[str, Any]
 
@@ -230,7 +230,7 @@ def _kind_rules() -> str:
         groups.setdefault((kind.media_type, kind.sniffed), []).append(kind.extension)
     rows = [
         f"| {', '.join(extensions)} | {media_type} | {', '.join(_accepted(content_types))} "
-        f"| {_default(f'max_{media_type}_size') // (1024 * 1024)} MB |"
+        f"| {_default(f'max_{media_type}_size') // MB} MB |"
         for (media_type, content_types), extensions in groups.items()
     ]
     header = (
