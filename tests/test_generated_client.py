@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.conftest import API, Caller, Client, make_token
+from tests.conftest import API, Caller, Client
 
 PACKAGE = "mediasvc_generated_client"
 
@@ -88,12 +88,6 @@ async def generated(
         sys.path.remove(str(folder))
         for name in [n for n in sys.modules if n.split(".")[0] == PACKAGE]:
             del sys.modules[name]
-
-
-@pytest.fixture
-def owner() -> Caller:
-    sub = str(uuid.uuid4())
-    return Caller(sub, make_token(sub))
 
 
 def _file(name: str, content: bytes, mime: str) -> Any:
@@ -259,11 +253,11 @@ async def _operations_endpoints(gen: Generated, anyone: Any) -> None:
 
 
 async def test_every_generated_operation_works(
-    generated: Generated, owner: Caller, samples: dict[str, bytes]
+    generated: Generated, user: Caller, samples: dict[str, bytes]
 ) -> None:
-    async with generated.client(owner.token) as sdk, generated.client() as anyone:
-        media = await _upload_all_ways(generated, sdk, owner, samples)
-        await _read_and_change(generated, sdk, owner, media)
+    async with generated.client(user.token) as sdk, generated.client() as anyone:
+        media = await _upload_all_ways(generated, sdk, user, samples)
+        await _read_and_change(generated, sdk, user, media)
         await _process(generated, sdk, media[0])
         await _download(generated, sdk, anyone, media[0], samples["jpg"])
         await _delete(generated, sdk, media)
@@ -272,20 +266,20 @@ async def test_every_generated_operation_works(
 
 
 async def test_generated_models_take_integral_floats(
-    generated: Generated, owner: Caller, client: Client, samples: dict[str, bytes]
+    generated: Generated, user: Caller, client: Client
 ) -> None:
     """What a JavaScript client sends for an integer (`800.0` is `800` to it) is accepted by
     the server and read back by the generated models as the int it is."""
-    entity = {"entity_type": "user", "entity_id": owner.sub}
+    entity = {"entity_type": "user", "entity_id": user.sub}
     created = await client.request(
-        "POST", f"{API}/presigned_upload/", token=owner.token,
+        "POST", f"{API}/presigned_upload/", token=user.token,
         json_body={"filename": "n.txt", "content_type": "text/plain", "file_size": 4.0,
                    **entity},
     )  # fmt: skip
     assert created.status == 201, created.body
     answer = generated.model("PresignedUpload").from_dict(created.json)
     patched = await client.request(
-        "PATCH", f"{API}/{answer.media_id}/", token=owner.token,
+        "PATCH", f"{API}/{answer.media_id}/", token=user.token,
         json_body={"display_order": 800.0},
     )  # fmt: skip
     media = generated.model("Media").from_dict(patched.json)
