@@ -403,3 +403,27 @@ def test_out_of_space_and_over_quota_are_both_507(code: int) -> None:
     assert caught.value.status == 507
     with pytest.raises(PermissionError), full_disk_is_507("a test"):
         raise PermissionError(errno.EACCES, "other errors pass")
+
+
+def test_s3_signing_without_credentials_is_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no keys set and none in the AWS chain, a presigned URL cannot be made: storage
+    trouble (503), not a 500."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mediasvc.errors import Unavailable
+    from mediasvc.storage.s3 import S3BlobStore
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    settings = service_settings(tmp_path, storage="s3", s3_bucket="b", s3_access_key="")
+    with ThreadPoolExecutor(1) as executor:
+        store = S3BlobStore(settings, executor)
+        with pytest.raises(Unavailable):
+            store.presign_upload("media/x/y.jpg", "image/jpeg", 10, 60, "http://unused")
+        with pytest.raises(Unavailable):
+            store.url("media/x/y.jpg", "http://unused")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -125,19 +126,21 @@ class S3BlobStore(BlobStore):
         if self.public_base_url:
             return f"{self.public_base_url}/{key}"
         # Presigning is local computation (no network): fine on the event loop.
-        url: str = self._client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.url_ttl
-        )
+        with self._signing():
+            url: str = self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.url_ttl
+            )
         return url
 
     def presign_upload(
         self, key: str, content_type: str, size: int, ttl: int, base_url: str
     ) -> PresignedUpload:
-        url: str = self._client.generate_presigned_url(
-            "put_object",
-            Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
-            ExpiresIn=ttl,
-        )
+        with self._signing():
+            url: str = self._client.generate_presigned_url(
+                "put_object",
+                Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
+                ExpiresIn=ttl,
+            )
         return PresignedUpload(url, {"Content-Type": content_type}, int(time.time()) + ttl)
 
     async def sweep_incomplete(self, older_than: int) -> int:
@@ -179,6 +182,14 @@ class S3BlobStore(BlobStore):
                 raise self._unavailable(exc) from exc
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    @contextmanager
+    def _signing(self) -> Iterator[None]:
+        """Signing needs credentials (from the AWS chain they may be missing or expired)."""
+        try:
+            yield
+        except BotoCoreError as exc:
+            raise self._unavailable(exc) from exc
 
     def _unavailable(self, exc: Exception) -> Unavailable:
         log.warning("S3 call failed: %s: %s", type(exc).__name__, exc)
