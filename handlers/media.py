@@ -11,6 +11,17 @@ API = r"/api/v1/drf/media"
 MEDIA_ID = r"(?P<media_id>[^/]+)"
 
 
+def media_location(base_url: str, media_id: str) -> str:
+    """The absolute URL of one media: the `Location` of a 201 that created it."""
+    return f"{base_url}{API}/{media_id}/"
+
+
+def entity_location(base_url: str, entity_type: str, entity_id: str) -> str:
+    """The list of one entity's media: the `Location` of a batch that created several."""
+    query = urlencode({"entity_type": entity_type, "entity_id": entity_id})
+    return f"{base_url}{API}/?{query}"
+
+
 class MediaListHandler(BaseHandler):
     """GET the media the caller may see, filtered and paginated."""
 

@@ -10,7 +10,7 @@ import tornado.web
 from mediasvc import metrics
 from mediasvc.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
 from mediasvc.handlers.base import BaseHandler
-from mediasvc.handlers.media import API, MEDIA_ID
+from mediasvc.handlers.media import API, MEDIA_ID, media_location
 from mediasvc.spool import SpoolWriter
 from mediasvc.storage.local import UPLOADS_PREFIX, LocalBlobStore
 
@@ -25,6 +25,7 @@ class PresignedUploadHandler(BaseHandler):
     async def post(self) -> None:
         principal = self.authenticate()
         answer = await self.ctx.presigned.create(principal, self.json_body(), self.base_url)
+        self.set_header("Location", media_location(self.base_url, answer["media_id"]))
         self.write_json(answer, status=201)
 
 
@@ -71,7 +72,10 @@ class LocalPutHandler(BaseHandler):
         self.declared_size = int(size)
         await super().prepare()
         await self.take_upload_slot()
-        if self.request.headers.get("Content-Type", "").lower() != content_type:
+        # The signed type, as S3 wants it; or bare bytes, as generated clients send them
+        # (the type that counts is the signed one, and the content is sniffed on confirm).
+        sent = self.request.headers.get("Content-Type", "").lower()
+        if sent not in (content_type, "application/octet-stream"):
             raise BadRequest(f"Content-Type must be {content_type}")
         await self._check_unused(key)
         self.spool = SpoolWriter(self.ctx.settings.spool_path, self.ctx.io_executor)
@@ -92,7 +96,11 @@ class LocalPutHandler(BaseHandler):
             self.spool.discard()
             self.refuse(TooLarge(f"Body is larger than the declared {self.declared_size} bytes"))
             return
-        await self.spool.write(chunk)
+        try:
+            await self.spool.write(chunk)
+        except Exception as exc:  # a full disk (507): answer now, keep nothing
+            self.spool.discard()
+            self.refuse(exc)
 
     def release_body(self) -> None:
         if self.spool is not None:

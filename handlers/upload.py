@@ -8,7 +8,7 @@ from mediasvc import metrics
 from mediasvc.auth import Principal
 from mediasvc.errors import BadRequest
 from mediasvc.handlers.base import BaseHandler
-from mediasvc.handlers.media import API
+from mediasvc.handlers.media import API, entity_location, media_location
 from mediasvc.upload import MultipartReceiver, boundary_of
 
 
@@ -72,6 +72,7 @@ class UploadHandler(BaseHandler):
             )
         finally:
             receiver.discard()
+        self.set_header("Location", media_location(self.base_url, media["_id"]))
         self.write_json(self.ctx.media.present(media, self.base_url), status=201)
 
     def on_connection_close(self) -> None:
@@ -114,6 +115,8 @@ class BatchUploadHandler(UploadHandler):
         finally:
             receiver.discard()
         if result["summary"]["successful"]:
+            entity = self.ctx.media.entity_for_upload(self.principal, receiver.fields)
+            self.set_header("Location", entity_location(self.base_url, *entity))
             self.write_json(result, status=201)
         else:
             self.write_json({"error": "No file could be uploaded", **result}, status=400)

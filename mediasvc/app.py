@@ -75,7 +75,7 @@ async def make_blob_store(
         await store.start()
         return store
     signer = UrlSigner(url_secret, settings.file_url_ttl)
-    return LocalBlobStore(settings.storage_path, signer, executor)
+    return LocalBlobStore(settings.storage_path, signer, executor, settings.storage_retry_after)
 
 
 def early_answer_limits(settings: Settings) -> EarlyAnswerLimits:

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+log = logging.getLogger(__name__)
+FULL_DISK = frozenset({errno.ENOSPC, errno.EDQUOT})
+
 
 class MediaError(Exception):
     """Base of every error a client can cause or be told about; `status` is its HTTP code."""
@@ -72,3 +80,23 @@ class Unavailable(MediaError):
 
     def __init__(self, message: str, *, retry_after: int | None = 2) -> None:
         super().__init__(message, retry_after=retry_after)
+
+
+class InsufficientStorage(MediaError):
+    """The disk that takes uploads is full (or over its quota): 507, nothing partial kept."""
+
+    status = 507
+
+
+@contextmanager
+def full_disk_is_507(what: str) -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT inside the block into InsufficientStorage; other errors pass."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in FULL_DISK:
+            raise
+        log.warning("no space left for %s: %s", what, exc)
+        raise InsufficientStorage(
+            "Not enough storage space for this upload; try again later"
+        ) from exc

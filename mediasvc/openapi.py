@@ -14,7 +14,7 @@ from typing import Any
 from mediasvc.media_types import KINDS, MEDIA_TYPES
 from mediasvc.pipeline.jobs import OPERATIONS
 from mediasvc.services.media import STATUSES
-from mediasvc.settings import Settings
+from mediasvc.settings import MB, Settings
 
 Schema = dict[str, Any]
 
@@ -90,10 +90,14 @@ def openapi_document(server_url: str) -> dict[str, Any]:
 
 
 _DESCRIPTION = """\
-Every error is `{"error": "..."}` (400, 401, 403, 404, 405, 409, 413, 416, 429, 503; 429 and
-503 carry `Retry-After`) and every response has an `X-Request-Id`. Methods a path does not
+Every error is `{"error": "..."}` (400, 401, 403, 404, 405, 409, 413, 416, 429, 503, 507; 429
+and 503 carry `Retry-After`) and every response has an `X-Request-Id`. Methods a path does not
 list answer 405. Reads of media the caller may not see are 404; writes to entities it may not
-act on are 403. Limits shown are the defaults of the settings schema (`mediasvc config`)."""
+act on are 403. Trouble on the server's side is never the client's: storage that fails in any
+way (S3 errors, throttling, timeouts, unreachable) is 503, a full disk while receiving an
+upload is 507, and neither leaves anything half-done. Every 201 has a `Location`. Integer
+fields of JSON bodies take integral numbers such as `3.0`. Limits shown are the defaults of
+the settings schema (`mediasvc config`)."""
 
 
 # ---- helpers
@@ -139,6 +143,10 @@ def _json(description: str, schema: Schema, **headers: Schema) -> Schema:
     }
 
 
+def _location(description: str) -> Schema:
+    return {"required": True, "description": description, "schema": URI}
+
+
 def _no_body(description: str, **headers: Schema) -> Schema:
     return {"description": description, "headers": _headers(**headers)}
 
@@ -152,7 +160,8 @@ _ERRORS = {
     413: ("TooLarge", "A body or a file is over its limit"),
     416: ("RangeNotSatisfiable", "The requested range is outside the file"),
     429: ("TooManyRequests", "Too many requests; try again after Retry-After seconds"),
-    503: ("Unavailable", "The database or the storage cannot be reached; try again"),
+    503: ("Unavailable", "The database or the storage fails or cannot be reached; try again"),
+    507: ("InsufficientStorage", "No space left to receive the upload; nothing was kept"),
 }
 
 
@@ -213,30 +222,37 @@ def _display_order() -> Schema:
     return {"type": "integer", "minimum": 0, "maximum": _default("max_display_order")}
 
 
-def _kind_branches() -> list[Schema]:
-    """One branch per group of extensions sharing a media type and accepted content types."""
+def _kind_rules() -> str:
+    """The per-extension rules of a presigned upload, stated once as a table (a schema with
+    one branch per extension group defeats client generators)."""
     groups: dict[tuple[str, frozenset[str]], list[str]] = {}
     for kind in KINDS.values():
         groups.setdefault((kind.media_type, kind.sniffed), []).append(kind.extension)
-    branches = []
-    for (media_type, content_types), extensions in groups.items():
-        any_case = "|".join("".join(f"[{c}{c.upper()}]" for c in ext) for ext in extensions)
-        branches.append(
-            {
-                "title": f"{'/'.join(extensions)} ({media_type})",
-                "properties": {
-                    "filename": {"pattern": f"\\.({any_case})$"},
-                    "content_type": {"enum": _accepted(content_types)},
-                    "file_size": {"maximum": _default(f"max_{media_type}_size")},
-                },
-            }
-        )
-    return branches
+    rows = [
+        f"| {', '.join(extensions)} | {media_type} | {', '.join(_accepted(content_types))} "
+        f"| {_default(f'max_{media_type}_size') // MB} MB |"
+        for (media_type, content_types), extensions in groups.items()
+    ]
+    header = (
+        "| extensions | media type | content_type | file_size at most |\n| --- | --- | --- | --- |"
+    )
+    return "\n".join([header, *rows])
+
+
+def _extension_pattern() -> str:
+    """`filename` ends with an allowed extension, in any case."""
+    any_case = "|".join("".join(f"[{c}{c.upper()}]" for c in ext) for ext in KINDS)
+    return f"\\.({any_case})$"
 
 
 def _accepted(content_types: frozenset[str]) -> list[str]:
     """The declared content types the server takes (it lower-cases what it is given)."""
     return sorted(t for t in content_types if t == t.lower())
+
+
+def _upload_types() -> list[str]:
+    """Every content type some extension accepts."""
+    return _accepted(frozenset(t for kind in KINDS.values() for t in kind.sniffed))
 
 
 def _schemas() -> dict[str, Schema]:
@@ -257,7 +273,10 @@ def _operations() -> Schema:
 
 def _resize() -> Schema:
     side = {"type": "integer", "minimum": 1, "maximum": _default("max_resize_dimension")}
-    return _obj({"width": side, "height": side})
+    return {
+        **_obj({"width": side, "height": side}),
+        "description": "A box in pixels; integral numbers such as `800.0` count as integers.",
+    }
 
 
 def _record_schemas() -> dict[str, Schema]:
@@ -351,15 +370,23 @@ def _change_schemas() -> dict[str, Schema]:
                 },
                 required=["operations"],
             ),
-            "description": "`options.resize` is required with, and only allowed with, the "
-            "`resize` operation. Videos and images take every operation; audio and PDF only "
-            "`thumbnail`; other documents none (400).",
+            "description": "`options.resize` is the box (fit inside, never upscaled) of the "
+            "`resize` operation, which requires it. With `optimize` and no `resize` operation "
+            "(the spec's example: `thumbnail`, `optimize` and a box), the optimized copy "
+            "fits inside the box. Any other use of `options.resize` is a 400. Videos and "
+            "images take every operation; audio and PDF only `thumbnail`; other documents "
+            "none (400).",
             "if": {
                 "properties": {"operations": {"contains": {"const": "resize"}}},
                 "required": ["operations"],
             },
             "then": {"properties": {"options": {"required": ["resize"]}}, "required": ["options"]},
-            "else": {"properties": {"options": {"not": {"required": ["resize"]}}}},
+            "else": {
+                "anyOf": [
+                    {"properties": {"operations": {"contains": {"const": "optimize"}}}},
+                    {"properties": {"options": {"not": {"required": ["resize"]}}}},
+                ]
+            },
         },
         "BulkIds": {
             "type": "array",
@@ -389,6 +416,7 @@ def _change_schemas() -> dict[str, Schema]:
 def _upload_schemas() -> dict[str, Schema]:
     """Upload forms, the presigned request and answers, and batch results."""
     max_batch = _default("max_batch_files")
+    upload_types = _upload_types()
     status = {"type": "string", "enum": list(STATUSES)}
     batch: dict[str, Schema] = {
         "created": {
@@ -441,18 +469,28 @@ def _upload_schemas() -> dict[str, Schema]:
         "PresignedUploadRequest": {
             **_obj(
                 {
-                    "filename": {"type": "string", "minLength": 1, "maxLength": 1024},
-                    "content_type": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "filename": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 1024,
+                        "pattern": _extension_pattern(),
+                    },
+                    "content_type": {"type": "string", "enum": upload_types},
                     "entity_type": ENTITY_TYPE,
                     "entity_id": UUID,
-                    "file_size": {"type": "integer", "minimum": 1},
+                    "file_size": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": max(_default(f"max_{t}_size") for t in MEDIA_TYPES),
+                    },
                     **_text_fields(for_request=True),
                 },
                 required=["filename", "content_type", "entity_type", "entity_id", "file_size"],
             ),
-            "description": "The extension of `filename` must be allowed, `content_type` one "
-            "its kind accepts, and `file_size` within its media type's limit (else 413).",
-            "anyOf": _kind_branches(),
+            "description": "The extension of `filename` decides the rest: `content_type` "
+            "must be one its row lists (else 400) and `file_size` within its media type's "
+            "limit (else 413). An integral `file_size` such as `2048.0` counts as an integer.\n\n"
+            + _kind_rules(),
         },
         "PresignedUpload": _obj(
             {
@@ -696,8 +734,11 @@ def _upload_paths() -> dict[str, Schema]:
                 "Upload one file (multipart, streamed)",
                 "uploads",
                 {
-                    "201": {**_json("Stored and recorded", media), "links": links("id")},
-                    **_errors(400, 401, 403, 409, 413, 429, 503),
+                    "201": {
+                        **_json("Stored and recorded", media, Location=_location("The media")),
+                        "links": links("id"),
+                    },
+                    **_errors(400, 401, 403, 409, 413, 429, 503, 507),
                 },
                 requestBody={
                     "required": True,
@@ -711,12 +752,18 @@ def _upload_paths() -> dict[str, Schema]:
                 "Upload several files to one entity (multipart)",
                 "uploads",
                 {
-                    "201": _json("At least one file was stored", _ref("BatchResult")),
+                    "201": _json(
+                        "At least one file was stored",
+                        _ref("BatchResult"),
+                        Location=_location(
+                            "The list of the entity's media, which holds every media created"
+                        ),
+                    ),
                     "400": _json(
                         "Invalid form, or no file could be stored",
                         {"anyOf": [_ref("Error"), _ref("BatchFailure")]},
                     ),
-                    **_errors(401, 403, 413, 429, 503),
+                    **_errors(401, 403, 413, 429, 503, 507),
                 },
                 requestBody={
                     "required": True,
@@ -734,6 +781,7 @@ def _upload_paths() -> dict[str, Schema]:
                         **_json(
                             "PUT the bytes with upload_headers, then confirm",
                             _ref("PresignedUpload"),
+                            Location=_location("The pending media"),
                         ),
                         "links": links("media_id"),
                     },
@@ -761,7 +809,9 @@ def _upload_paths() -> dict[str, Schema]:
 
 def _local_storage_paths() -> dict[str, Schema]:
     signed = [_param("StorageKey"), _param("Expires"), _param("Signature")]
-    binary: Schema = {"*/*": {"schema": {}}}
+    # The stored type is sent (image/jpeg, ...); octet-stream first, so that generated
+    # clients read the file as bytes.
+    binary: Schema = {"application/octet-stream": {"schema": BINARY}, "*/*": {"schema": {}}}
     file_headers: dict[str, Schema] = {
         "ETag": {"required": True, "schema": {"type": "string"}},
         "Cache-Control": {"schema": {"type": "string"}},
@@ -786,7 +836,7 @@ def _local_storage_paths() -> dict[str, Schema]:
         "404": _json("No such file", _ref("Error")),
         **_errors(416),
     }
-    upload_types = _accepted(frozenset(t for kind in KINDS.values() for t in kind.sniffed))
+    upload_types = _upload_types()
     return {
         "/files/{key}": {
             "parameters": signed,
@@ -812,7 +862,7 @@ def _local_storage_paths() -> dict[str, Schema]:
                     "403": _json("Invalid or expired upload URL", _ref("Error")),
                     "404": _json("No upload is expected at this URL", _ref("Error")),
                     "409": _json("This upload URL was already used", _ref("Error")),
-                    **_errors(413, 429, 503),
+                    **_errors(413, 429, 503, 507),
                 },
                 security=[],
                 parameters=[
@@ -836,8 +886,10 @@ def _local_storage_paths() -> dict[str, Schema]:
                 ],
                 requestBody={
                     "required": True,
-                    "description": "The file's bytes, with `Content-Type: <content_type>`",
-                    "content": {"*/*": {"schema": BINARY}},
+                    "description": "The file's bytes, sent with `Content-Type: <content_type>` "
+                    "(the `upload_headers` of the presigned answer) or "
+                    "`application/octet-stream`; its content is checked on confirm.",
+                    "content": {"application/octet-stream": {"schema": BINARY}},
                 },
             )
         },

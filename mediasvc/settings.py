@@ -171,8 +171,8 @@ class Settings:
     )
     spool_dir: str = setting(
         "",
-        "Folder for upload spool files (same file system as storage_dir for cheap renames). "
-        "Empty: <data_dir>/spool.",
+        "Folder for upload spool files (on the file system of storage_dir, files are renamed "
+        "into place; elsewhere they are copied). Empty: <data_dir>/spool.",
         "storage",
     )
     url_signing_secret: str = setting(
@@ -221,6 +221,13 @@ class Settings:
     )
     s3_threads: int = setting(
         8, "Threads for S3 transfers (boto3 never runs on the event loop).", "s3", minimum=1
+    )
+    storage_retry_after: int = setting(
+        2,
+        "Retry-After seconds of the 503 a request gets when the storage fails (S3 errors, "
+        "throttling, timeouts, unreachable; a local folder that refuses writes).",
+        "s3",
+        minimum=1,
     )
     # -- presigned uploads
     presigned_upload_ttl: int = setting(

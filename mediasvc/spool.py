@@ -13,6 +13,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 
+from mediasvc.errors import full_disk_is_507
+
 FLUSH_BYTES = 1024 * 1024
 # The first bytes of a spool file stay in the page cache, where the worker that processes the
 # upload reads them a moment later; past this, written pages are dropped.
@@ -42,7 +44,8 @@ class SpoolWriter:
     """
 
     def __init__(self, spool_dir: Path, executor: Executor, suffix: str = "") -> None:
-        fd, name = tempfile.mkstemp(dir=spool_dir, prefix="upload-", suffix=suffix)
+        with full_disk_is_507("a spool file"):
+            fd, name = tempfile.mkstemp(dir=spool_dir, prefix="upload-", suffix=suffix)
         self.path = Path(name)
         self.size = 0
         self._file = os.fdopen(fd, "wb", buffering=0)
@@ -101,9 +104,10 @@ class SpoolWriter:
         # hashlib and file writes release the GIL on large buffers: this overlaps with the loop.
         self._hash.update(data)
         view = memoryview(data)
-        while view:
-            written = self._file.write(view)
-            view = view[written:]
+        with full_disk_is_507("a spool file"):
+            while view:
+                written = self._file.write(view)
+                view = view[written:]
         self._written += len(data)
         self._start_writeback(len(data))
 
@@ -126,6 +130,7 @@ class SpoolWriter:
         self._advised = max(self._advised, self._written - 2 * FLUSH_BYTES)
 
     def _close_synced(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        with full_disk_is_507("a spool file"):
+            self._file.flush()
+            os.fsync(self._file.fileno())
         self._file.close()

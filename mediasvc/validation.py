@@ -72,11 +72,23 @@ def parse_form_bool(value: str, name: str) -> bool:
     raise BadRequest(f"{name} must be true or false")
 
 
+def json_int(value: Any) -> int | None:
+    """An integer from JSON, or None. JSON Schema counts `800.0` as the integer 800 (and
+    JavaScript cannot tell them apart), so integral floats count; `0.5` and booleans do not."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def parse_form_int(value: str, name: str) -> int:
-    """An integer from a form field."""
-    if not re.fullmatch(r"\s*-?[0-9]{1,12}\s*", value):
+    """An integer from a form field (`3` or `3.0`, as a client may format a number)."""
+    if not re.fullmatch(r"\s*-?[0-9]{1,12}(\.0*)?\s*", value):
         raise BadRequest(f"{name} must be an integer")
-    return int(value)
+    return int(value.strip().split(".", 1)[0])
 
 
 def metadata_changes(body: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
@@ -107,11 +119,12 @@ def check_field(name: str, value: Any, settings: Settings) -> Any:
             raise BadRequest(f"{name} is not valid Unicode") from None
         return value
     if name == "display_order":
-        if not isinstance(value, int) or isinstance(value, bool):
+        order = json_int(value)
+        if order is None:
             raise BadRequest("display_order must be an integer")
-        if not 0 <= value <= settings.max_display_order:
+        if not 0 <= order <= settings.max_display_order:
             raise BadRequest(f"display_order must be between 0 and {settings.max_display_order}")
-        return value
+        return order
     if name == "is_primary":
         if not isinstance(value, bool):
             raise BadRequest("is_primary must be true or false")

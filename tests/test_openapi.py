@@ -26,8 +26,8 @@ from mediasvc.auth import Principal
 from tests.conftest import API, Client, make_token
 
 # What "true" means: these checks must pass on every generated request. Left out:
-# positive_data_acceptance (what JSON Schema cannot say: 1.0 is not an integer here, a file
-# needs an allowed extension, operations depend on the media's type), negative_data_rejection
+# positive_data_acceptance (what JSON Schema cannot say: a file needs an allowed extension,
+# its content type depends on it, operations depend on the media's type), negative_data_rejection
 # (query and form values are strings the server trims and parses leniently).
 CHECKS = (
     "unsupported_method",

@@ -30,6 +30,7 @@ from mediasvc.storage import BlobStore
 from mediasvc.upload import ReceivedFile
 from mediasvc.validation import (
     check_field,
+    json_int,
     maybe_uuid,
     metadata_changes,
     parse_entity_type,
@@ -137,15 +138,19 @@ class MediaService:
         if not files and not rejected:
             raise BadRequest("No file was submitted in the 'files' field")
         created, errors = [], list(rejected)
+        trouble: MediaError | None = None  # the service's own (storage down, disk full)
         for received in files:
             try:
                 media = await self.create_from_upload(principal, fields, received)
             except MediaError as exc:
                 errors.append({"filename": received.raw_filename[:255], "error": exc.message})
+                trouble = exc if exc.status >= 500 else trouble
                 continue
             created.append(
                 {"id": media["_id"], "filename": media["filename"], "status": media["status"]}
             )
+        if trouble is not None and not created:
+            raise trouble  # not the files' fault: the batch gets the 503 or 507 itself
         total = len(created) + len(errors)
         return {
             "created": created,
@@ -407,21 +412,25 @@ class MediaService:
             raise BadRequest("options must be an object")
         _only_keys(options, {"resize"})
         checked: Doc = {}
-        if "resize" in operations:
+        if "resize" in operations or "resize" in options:
+            # The spec's own example sends the box with ["thumbnail", "optimize"]: there it
+            # is the box the optimized copy fits inside.
+            if "resize" not in operations and "optimize" not in operations:
+                raise BadRequest("options.resize is for the resize and optimize operations")
             checked["resize"] = self._resize_option(options.get("resize"))
-        elif "resize" in options:
-            raise BadRequest("options.resize is only for the resize operation")
         return list(dict.fromkeys(operations)), checked
 
     def _resize_option(self, value: Any) -> Doc:
         if not isinstance(value, dict) or set(value) != {"width", "height"}:
             raise BadRequest('options.resize must be {"width": <int>, "height": <int>}')
         limit = self.settings.max_resize_dimension
+        box = {}
         for name in ("width", "height"):
-            size = value[name]
-            if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= limit:
+            size = json_int(value[name])
+            if size is None or not 1 <= size <= limit:
                 raise BadRequest(f"options.resize.{name} must be an integer from 1 to {limit}")
-        return {"width": value["width"], "height": value["height"]}
+            box[name] = size
+        return box
 
     # ---- bulk
 
@@ -486,11 +495,12 @@ def _one_of(value: str, allowed: tuple[str, ...], name: str) -> str:
 def _query_int(raw: str | None, name: str, default: int) -> int:
     if raw is None or raw == "":
         return default
-    if not re.fullmatch(r"-?[0-9]+", raw):
+    if not re.fullmatch(r"-?[0-9]+(\.0*)?", raw):  # `20.0` too: an integer to JSON Schema
         raise BadRequest(f"{name} must be an integer")
-    if len(raw) > 12:
+    digits = raw.split(".", 1)[0]
+    if len(digits) > 12:
         raise BadRequest(f"{name} is out of range")
-    return int(raw)
+    return int(digits)
 
 
 def _literal_pattern(text: str) -> str:

@@ -22,7 +22,7 @@ from mediasvc.pipeline.jobs import job_summary, new_job
 from mediasvc.repository import Doc
 from mediasvc.services.media import MediaService, now_ms
 from mediasvc.upload import SNIFF_BYTES, size_error, sniff
-from mediasvc.validation import check_field
+from mediasvc.validation import check_field, json_int
 
 log = logging.getLogger(__name__)
 REQUEST_FIELDS = frozenset(
@@ -57,8 +57,8 @@ class PresignedUploads:
                 f"Content type '{content_type[:64]}' does not match the extension '{extension}'"
             )
         entity = self.media.entity_for_upload(principal, body)
-        size = body.get("file_size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        size = json_int(body.get("file_size"))
+        if size is None or size < 1:
             raise BadRequest("file_size must be a positive integer")
         limit = self.settings.size_limit(kind.media_type)
         if size > limit:

@@ -7,19 +7,25 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import re
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
+from mediasvc.errors import Unavailable, full_disk_is_507
 from mediasvc.storage import BlobStore, PresignedUpload
 
+log = logging.getLogger(__name__)
 FILES_PREFIX = "/files/"
 UPLOADS_PREFIX = "/uploads/"
+COPY_CHUNK = 1024 * 1024
 T = TypeVar("T")
 
 
@@ -55,9 +61,12 @@ class UrlSigner:
 class LocalBlobStore(BlobStore):
     """A folder on disk; blocking file-system calls run in the I/O thread pool."""
 
-    def __init__(self, root: Path, signer: UrlSigner, executor: Executor) -> None:
+    def __init__(
+        self, root: Path, signer: UrlSigner, executor: Executor, retry_after: int = 2
+    ) -> None:
         self.root = root
         self.signer = signer
+        self.retry_after = retry_after
         self._executor = executor
         root.mkdir(parents=True, exist_ok=True)
 
@@ -69,7 +78,7 @@ class LocalBlobStore(BlobStore):
         return path
 
     async def put_file(self, key: str, path: Path, content_type: str) -> None:
-        await self._run(self._move_into_place, path, self.path_of(key))
+        await self._store(self._move_into_place, path, self.path_of(key))
 
     async def delete(self, keys: Iterable[str]) -> None:
         await self._run(self._delete_files, [self.path_of(k) for k in keys])
@@ -82,7 +91,7 @@ class LocalBlobStore(BlobStore):
 
     async def put_new_file(self, key: str, path: Path) -> bool:
         """Like put_file, but never replaces an existing object; False if one exists."""
-        return await self._run(self._link_into_place, path, self.path_of(key))
+        return await self._store(self._link_into_place, path, self.path_of(key))
 
     def presign_upload(
         self, key: str, content_type: str, size: int, ttl: int, base_url: str
@@ -118,28 +127,39 @@ class LocalBlobStore(BlobStore):
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
+    async def _store(self, func: Callable[..., T], source: Path, target: Path) -> T:
+        """Store a file; a folder that refuses it (read-only, I/O errors) is a 503, like S3
+        failing; a full one is a 507 (raised inside)."""
+        try:
+            return await self._run(func, source, target)
+        except OSError as exc:
+            log.error("could not store %s: %s", target, exc)
+            raise Unavailable(
+                "Storage unavailable, try again shortly", retry_after=self.retry_after
+            ) from exc
+
     @staticmethod
     def _move_into_place(source: Path, target: Path) -> None:
         # fsync the data, rename atomically, then fsync the folder: after this a crash
         # cannot leave a record pointing at a missing or half-written file.
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(source, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(source, target)
-        _fsync_dir(target.parent)
+        with full_disk_is_507("a stored file"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with _same_device(source, target.parent) as local:
+                os.replace(local, target)
+            _fsync_dir(target.parent)
 
     @staticmethod
     def _link_into_place(source: Path, target: Path) -> bool:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(source, "rb") as handle:
-            os.fsync(handle.fileno())
         try:
-            os.link(source, target)  # fails if the target exists: one upload per URL
+            with full_disk_is_507("a stored file"):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with _same_device(source, target.parent) as local:
+                    os.link(local, target)  # fails if the target exists: one upload per URL
+                _fsync_dir(target.parent)
         except FileExistsError:
             return False
         finally:
             source.unlink(missing_ok=True)
-        _fsync_dir(target.parent)
         return True
 
     @staticmethod
@@ -147,6 +167,32 @@ class LocalBlobStore(BlobStore):
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+@contextlib.contextmanager
+def _same_device(source: Path, folder: Path) -> Iterator[Path]:
+    """`source`, fsynced, as a file on the file system of `folder`, for a rename or link.
+
+    The spool folder is usually beside the store; when it is not (a fast local disk for
+    spooling, the store elsewhere), the bytes are copied into a temporary file in `folder`
+    first, which is removed if anything fails: a full store keeps no partial file.
+    """
+    if os.stat(source).st_dev == os.stat(folder).st_dev:
+        with open(source, "rb") as handle:
+            os.fsync(handle.fileno())
+        yield source
+        return
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".incoming-")
+    copy = Path(name)
+    try:
+        with open(source, "rb") as reader, os.fdopen(fd, "wb") as writer:
+            shutil.copyfileobj(reader, writer, COPY_CHUNK)
+            writer.flush()
+            os.fsync(writer.fileno())
+        yield copy
+        source.unlink(missing_ok=True)
+    finally:
+        copy.unlink(missing_ok=True)
 
 
 def _upload_claim(key: str, content_type: str, size: int) -> str:

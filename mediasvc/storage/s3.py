@@ -7,14 +7,17 @@ waits on S3. Large originals go up as multipart uploads straight from the spool 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import boto3
+from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -23,6 +26,7 @@ from mediasvc.errors import Unavailable
 from mediasvc.settings import Settings
 from mediasvc.storage import BlobStore, PresignedUpload
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 
@@ -34,6 +38,7 @@ class S3BlobStore(BlobStore):
         self.bucket = settings.s3_bucket
         self.public_base_url = settings.s3_public_base_url.rstrip("/")
         self.url_ttl = settings.file_url_ttl
+        self.retry_after = settings.storage_retry_after
         self._executor = executor
         s3_options: Any = {"addressing_style": settings.s3_addressing_style}
         self._client = boto3.session.Session().client(
@@ -121,19 +126,21 @@ class S3BlobStore(BlobStore):
         if self.public_base_url:
             return f"{self.public_base_url}/{key}"
         # Presigning is local computation (no network): fine on the event loop.
-        url: str = self._client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.url_ttl
-        )
+        with self._signing():
+            url: str = self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.url_ttl
+            )
         return url
 
     def presign_upload(
         self, key: str, content_type: str, size: int, ttl: int, base_url: str
     ) -> PresignedUpload:
-        url: str = self._client.generate_presigned_url(
-            "put_object",
-            Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
-            ExpiresIn=ttl,
-        )
+        with self._signing():
+            url: str = self._client.generate_presigned_url(
+                "put_object",
+                Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
+                ExpiresIn=ttl,
+            )
         return PresignedUpload(url, {"Content-Type": content_type}, int(time.time()) + ttl)
 
     async def sweep_incomplete(self, older_than: int) -> int:
@@ -157,7 +164,12 @@ class S3BlobStore(BlobStore):
         await self._call(self._client.head_bucket, Bucket=self.bucket)
 
     async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a boto3 call in the S3 threads; unreachable storage becomes a 503."""
+        """Run a boto3 call in the S3 threads; every failure of S3 itself becomes a 503.
+
+        Nothing a client sent reaches S3 (keys, sizes and types are ours), so an error S3
+        answers (5xx, SlowDown, a refused credential) is the service's trouble, never the
+        client's: a 503 with Retry-After, and a log line with S3's own code for ops.
+        """
 
         def call() -> T:
             try:
@@ -165,11 +177,23 @@ class S3BlobStore(BlobStore):
             except ClientError as exc:
                 if _code(exc) in _MISSING:
                     raise FileNotFoundError(str(exc)) from None
-                raise
-            except BotoCoreError as exc:  # connection refused, timeouts, ...
-                raise Unavailable("Storage unavailable, try again shortly") from exc
+                raise self._unavailable(exc) from exc
+            except (BotoCoreError, Boto3Error) as exc:  # unreachable, timeouts, transfers
+                raise self._unavailable(exc) from exc
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    @contextmanager
+    def _signing(self) -> Iterator[None]:
+        """Signing needs credentials (from the AWS chain they may be missing or expired)."""
+        try:
+            yield
+        except BotoCoreError as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: Exception) -> Unavailable:
+        log.warning("S3 call failed: %s: %s", type(exc).__name__, exc)
+        return Unavailable("Storage unavailable, try again shortly", retry_after=self.retry_after)
 
 
 def _code(exc: ClientError) -> str:
