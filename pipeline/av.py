@@ -161,7 +161,7 @@ def _run(args: list[str], spec: TaskSpec, what: str) -> str:
         raise Refused(
             f"Could not {what}: ffmpeg took longer than {spec.limits.timeout:.0f}s"
         ) from None
-    child.check()
+    child.check(result.returncode)
     if result.returncode != 0:
         raise Refused(f"Could not {what}: {_reason(result.stderr, spec)}")
     return result.stdout.decode(errors="replace")

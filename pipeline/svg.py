@@ -40,7 +40,7 @@ def rasterise(source: str, spec: TaskSpec) -> dict[str, str]:
         )
     except subprocess.TimeoutExpired:
         raise Refused(f"Drawing the SVG took longer than {spec.limits.timeout:.0f}s") from None
-    child.check()
+    child.check(result.returncode)
     if result.returncode != 0:
         raise Refused(f"Cannot draw the SVG: {_reason(result.stderr)}")
     return outputs
