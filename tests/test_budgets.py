@@ -217,3 +217,70 @@ async def test_normal_jpeg_is_ready_within_10s_behind_two_bombs_of_each_kind(
     for media_id, reason in queued:
         bomb = await settled(budget_client, caller, media_id, 60)
         assert (bomb["status"], bomb["error"], bomb["job"]["attempts"]) == ("failed", reason, 1)
+
+
+@pytest.fixture(scope="module")
+def hd_video(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A real 4-second 720p video: a few seconds of CPU to transcode."""
+    path = tmp_path_factory.mktemp("hd") / "hd.mp4"
+    return _video(
+        path, "testsrc2=size=1280x720:rate=30:duration=4", "-c:v", "libx264", "-preset", "ultrafast"
+    )
+
+
+async def test_still_images_do_not_wait_behind_heavy_jobs(
+    budget_client: Client, hd_video: bytes, jpeg: bytes
+) -> None:
+    """Two workers: heavy jobs (video) get one at a time, the other stays free for stills."""
+    caller = new_caller()
+    videos = [await upload(budget_client, caller, f"v{i}.mp4", hd_video) for i in range(3)]
+    photo = await upload(budget_client, caller, "photo.jpg", jpeg)
+    media = await settled(budget_client, caller, photo, 10)
+    assert media["status"] == "ready", media["error"]
+    statuses = [
+        (await budget_client.request("GET", f"{API}/{v}/", token=caller.token)).json["status"]
+        for v in videos
+    ]
+    assert statuses.count("processing") >= 2, statuses  # the photo did not queue behind them
+    for video in videos:
+        assert (await settled(budget_client, caller, video, 120))["status"] == "ready"
+
+
+@pytest.fixture(scope="module")
+async def cpu_limited_client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Client]:
+    settings = service_settings(
+        tmp_path_factory.mktemp("cpu") / "var",
+        workers=2,
+        job_cpu_limit=1,
+        job_max_attempts=3,
+        dispatcher_poll_interval=0.1,
+    )
+    service = await start_service(settings)
+    yield Client(f"http://127.0.0.1:{service.port}")
+    await service.stop()
+
+
+async def test_ffmpeg_over_the_job_cpu_limit_fails_without_retry(
+    cpu_limited_client: Client, hd_video: bytes
+) -> None:
+    caller = new_caller()
+    media_id = await upload(cpu_limited_client, caller, "hd.mp4", hd_video)
+    media = await settled(cpu_limited_client, caller, media_id, 30)
+    assert media["status"] == "failed"
+    assert media["error"] == "Processing used more than 1 s of CPU"
+    assert media["job"]["attempts"] == 1
+
+
+async def test_libvips_over_the_job_cpu_limit_fails_without_retry(
+    cpu_limited_client: Client, jpeg: bytes
+) -> None:
+    """An animation within every header limit (200 megapixels) that takes seconds to encode:
+    the watchdog ends the worker stuck in libvips, and the job fails once, with the reason."""
+    caller = new_caller()
+    media_id = await upload(cpu_limited_client, caller, "slow.gif", gif_bomb(2000, 1000, 100))
+    media = await settled(cpu_limited_client, caller, media_id, 30)
+    assert media["status"] == "failed"
+    assert media["error"] == "Processing used more than 1 s of CPU"
+    assert media["job"]["attempts"] == 1
+    after = await upload(cpu_limited_client, caller, "after.jpg", jpeg)
+    assert (await settled(cpu_limited_client, caller, after, 20))["status"] == "ready"
