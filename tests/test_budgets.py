@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from mediasvc.app import start_service
+from mediasvc.app import Service, start_service
+from mediasvc.pipeline.jobs import HEAVY, new_job
 from tests.conftest import API, Caller, Client, make_token, service_settings
 
 SVG_CPU_LIMIT = 2.0
@@ -134,7 +135,7 @@ def jpeg() -> bytes:
 
 
 @pytest.fixture(scope="module")
-async def budget_client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Client]:
+async def budget_service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Service]:
     settings = service_settings(
         tmp_path_factory.mktemp("budget") / "var",
         workers=2,
@@ -144,8 +145,13 @@ async def budget_client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
         dispatcher_poll_interval=0.1,
     )
     service = await start_service(settings)
-    yield Client(f"http://127.0.0.1:{service.port}")
+    yield service
     await service.stop()
+
+
+@pytest.fixture(scope="module")
+def budget_client(budget_service: Service) -> Client:
+    return Client(f"http://127.0.0.1:{budget_service.port}")
 
 
 def new_caller() -> Caller:
@@ -284,3 +290,23 @@ async def test_libvips_over_the_job_cpu_limit_fails_without_retry(
     assert media["job"]["attempts"] == 1
     after = await upload(cpu_limited_client, caller, "after.jpg", jpeg)
     assert (await settled(cpu_limited_client, caller, after, 20))["status"] == "ready"
+
+
+async def test_jobs_queued_before_lanes_existed_are_still_run(
+    budget_service: Service, budget_client: Client, jpeg: bytes
+) -> None:
+    caller = new_caller()
+    media_id = await upload(budget_client, caller, "old.jpg", jpeg)
+    assert (await settled(budget_client, caller, media_id, 20))["status"] == "ready"
+    legacy = new_job(media_id, ["thumbnail"], int(time.time() * 1000))
+    del legacy["lane"]  # as an older version queued it
+    jobs = budget_service.context.repository.jobs_collection
+    await jobs.insert_one(legacy)
+    dispatcher = budget_service.context.dispatcher
+    assert dispatcher is not None
+    assert await dispatcher.queue.assign_lanes(HEAVY) == 1  # what a dispatcher does at start
+    dispatcher.wake()
+    deadline = time.monotonic() + 20
+    while (await jobs.find_one({"_id": legacy["_id"]}))["state"] != "done":
+        assert time.monotonic() < deadline, "the job without a lane was never claimed"
+        await asyncio.sleep(0.05)
