@@ -235,7 +235,8 @@ class ChildLimit:
 
     def __init__(self) -> None:
         self.budget = _active
-        self.seconds = math.ceil(self.budget.remaining()) if self.budget else 0
+        # Rounded down (the kernel counts whole seconds): a child never gets more than is left.
+        self.seconds = max(1, int(self.budget.remaining())) if self.budget else 0
         self._children_start = _children_cpu()
 
     def preexec(self, then: Callable[[], None]) -> Callable[[], None]:
