@@ -191,14 +191,14 @@ async def test_each_bomb_fails_fast_with_its_reason_and_no_retry(
     assert len(content) < 2_500_000
     started = time.monotonic()
     media = await settled(
-        budget_client, caller, await upload(budget_client, caller, name, content), 20
+        budget_client, caller, await upload(budget_client, caller, name, content), 30
     )
     assert media["status"] == "failed"
     assert media["error"] == reason
     assert media["job"]["state"] == "failed"
     assert media["job"]["attempts"] == 1  # over budget: refused, never retried
     assert media["variants"] == []
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 20  # against 3 x 300 s before budgets
 
 
 async def test_normal_jpeg_is_ready_within_10s_behind_two_bombs_of_each_kind(
