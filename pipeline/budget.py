@@ -138,9 +138,12 @@ def _number(value: Any) -> float | None:
 
 def job_cpu_seconds(spec: TaskSpec) -> float:
     """The CPU budget of one job: SVGs (whose cost no header shows) get a tighter one."""
+    limits = spec.limits
     if spec.extension == "svg":
-        return min(spec.limits.cpu_limit, spec.limits.svg_cpu_limit)
-    return spec.limits.cpu_limit
+        if limits.cpu_limit <= 0:  # no job limit: the SVG one still holds
+            return limits.svg_cpu_limit
+        return min(limits.cpu_limit, limits.svg_cpu_limit)
+    return limits.cpu_limit
 
 
 class CpuBudget:
