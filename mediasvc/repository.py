@@ -157,6 +157,15 @@ class MongoMediaRepository(MediaRepository):
                 [("state", ASCENDING), ("suspect", ASCENDING), ("created_at", ASCENDING)],
                 name="claim_order",
             )
+            await self._jobs.create_index(
+                [
+                    ("state", ASCENDING),
+                    ("suspect", ASCENDING),
+                    ("lane", ASCENDING),
+                    ("created_at", ASCENDING),
+                ],
+                name="claim_order_by_lane",
+            )
 
     async def ping(self) -> None:
         with database_errors():

@@ -482,6 +482,71 @@ class Settings:
     waveform_size: str = setting(
         "800x160", "Width x height of audio waveform images.", "processing"
     )
+    max_animation_pixels: int = setting(
+        400_000_000,
+        "Most pixels of an animated image over all its frames (width x height x frames); "
+        "checked from the header before decoding.",
+        "processing",
+        minimum=1,
+    )
+    max_video_pixels: int = setting(
+        8192 * 4320,
+        "Largest video frame (width x height) processed; checked by ffprobe before decoding.",
+        "processing",
+        minimum=1,
+    )
+    max_video_duration: float = setting(
+        3600.0,
+        "Longest video processed, in seconds; checked by ffprobe before decoding.",
+        "processing",
+        minimum=1,
+    )
+    max_video_frames: int = setting(
+        216_000,
+        "Most frames of a video processed (as the container counts them, else duration x "
+        "frame rate); checked by ffprobe before decoding.",
+        "processing",
+        minimum=1,
+    )
+    max_pdf_pages: int = setting(
+        2000, "Most pages of a PDF processed; checked before rendering.", "processing", minimum=1
+    )
+    max_pdf_page_pixels: int = setting(
+        25_000_000,
+        "Largest first page of a PDF, in pixels at 72 dpi (points x points); checked before "
+        "rendering.",
+        "processing",
+        minimum=1,
+    )
+    svg_render_size: int = setting(
+        2048,
+        "Long side of the raster `optimize` draws an SVG into (SVGs are drawn at the size "
+        "each operation needs, never at their declared size; never upscaled).",
+        "processing",
+        minimum=16,
+        maximum=16384,
+    )
+    job_cpu_limit: float = setting(
+        120.0,
+        "CPU seconds one job may use, its worker and ffmpeg together (RLIMIT_CPU); a job over "
+        "it fails at once, without a retry. Keep it below job_timeout. 0: no limit.",
+        "processing",
+        minimum=0,
+    )
+    svg_cpu_limit: float = setting(
+        10.0,
+        "CPU seconds one SVG job may use (no header tells what drawing an SVG costs).",
+        "processing",
+        minimum=0.1,
+    )
+    max_heavy_jobs: int = setting(
+        0,
+        "Heavy jobs (video, audio, PDF, SVG, GIF and WebP) this process runs at once; the "
+        "other workers stay free for still images, so those never wait behind heavy ones. "
+        "0: all workers but one (at least one).",
+        "processing",
+        minimum=0,
+    )
 
     # ---- derived values
 

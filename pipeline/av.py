@@ -18,6 +18,7 @@ from typing import Any
 
 import ffmpeg
 
+from mediasvc.pipeline import budget
 from mediasvc.pipeline.tasks import Refused, TaskResult, TaskSpec, Variant
 
 VIDEO_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "avi", "matroska,webm"})
@@ -70,6 +71,8 @@ def _describe(data: dict[str, Any], spec: TaskSpec) -> dict[str, Any]:
         raise Refused("The file has no video stream")
     if spec.media_type == "audio" and audio is None:
         raise Refused("The file has no audio stream")
+    if spec.media_type == "video":
+        budget.check_video(streams, data["format"], spec.limits)
     info: dict[str, Any] = {
         "container": container,
         "duration": _float(data["format"].get("duration")),
@@ -142,20 +145,23 @@ def _waveform(spec: TaskSpec) -> Variant:
 
 
 def _run(args: list[str], spec: TaskSpec, what: str) -> str:
-    """Run ffmpeg/ffprobe: an argument list, never a shell; killed with the worker."""
+    """Run ffmpeg/ffprobe: an argument list, never a shell; killed with the worker, and
+    stopped by the kernel at what is left of the job's CPU budget."""
+    child = budget.ChildLimit()
     try:
         result = subprocess.run(
             args,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=spec.limits.timeout,
-            preexec_fn=_die_with_parent,
+            preexec_fn=child.preexec(_die_with_parent),
             check=False,
         )
     except subprocess.TimeoutExpired:
         raise Refused(
             f"Could not {what}: ffmpeg took longer than {spec.limits.timeout:.0f}s"
         ) from None
+    child.check(result.returncode)
     if result.returncode != 0:
         raise Refused(f"Could not {what}: {_reason(result.stderr, spec)}")
     return result.stdout.decode(errors="replace")

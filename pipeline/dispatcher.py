@@ -20,7 +20,8 @@ from typing import Any
 
 from mediasvc import metrics
 from mediasvc.errors import Unavailable
-from mediasvc.pipeline.jobs import job_summary
+from mediasvc.pipeline import budget
+from mediasvc.pipeline.jobs import CHEAP, HEAVY, job_summary
 from mediasvc.pipeline.pool import WorkerLost, WorkerPool
 from mediasvc.pipeline.queue import Job, JobQueue, now_ms
 from mediasvc.pipeline.tasks import Limits, TaskResult, TaskSpec, Variant
@@ -53,6 +54,9 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.max_queued_jobs)
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._heavy_running = 0
+        # Heavy jobs may take all workers but one: still images never wait behind them.
+        self._heavy_limit = settings.max_heavy_jobs or max(1, settings.workers - 1)
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._next_housekeeping = 0.0
@@ -94,6 +98,7 @@ class Dispatcher:
     # ---- claiming
 
     async def _claim_loop(self) -> None:
+        await self._assign_lanes()
         while not self._stopping:
             await self._slots.acquire()
             try:
@@ -125,7 +130,22 @@ class Dispatcher:
             job = await self.queue.claim(self.lease_ms, suspects=True)
             if job is not None:
                 return job
-        return await self.queue.claim(self.lease_ms, expired=housekeeping)
+        # Two lanes: heavy jobs first while they are under their share of the workers (so
+        # they never starve), then cheap ones, which always have the rest.
+        heavy_free = self._heavy_running < self._heavy_limit
+        if heavy_free:
+            job = await self.queue.claim(self.lease_ms, lane=HEAVY, expired=False)
+            if job is not None:
+                return job
+        return await self.queue.claim(
+            self.lease_ms, lane=CHEAP, expired=housekeeping and heavy_free
+        )
+
+    async def _assign_lanes(self) -> None:
+        try:
+            await self.queue.assign_lanes(HEAVY)
+        except Exception:
+            log.warning("could not put jobs of an older version into a lane")
 
     async def _idle(self) -> None:
         self._wake.clear()
@@ -135,8 +155,11 @@ class Dispatcher:
     def _spawn(self, job: Job) -> None:
         task = asyncio.create_task(self._handle(job), name=f"job-{job['_id']}")
         self._running[job["_id"]] = task
+        heavy = job.get("lane", HEAVY) != CHEAP
+        self._heavy_running += heavy
 
         def done(_: asyncio.Task[None]) -> None:
+            self._heavy_running -= heavy
             self._running.pop(job["_id"], None)
             self._slots.release()
             self._wake.set()
@@ -182,7 +205,11 @@ class Dispatcher:
                 result = await self.pool.run(spec, self.settings.job_timeout)
             except WorkerLost as lost:
                 _observe(job, media, started, "lost")
-                await self._worker_lost(job, lost)
+                over_budget = await self._io_call(budget.read_marker, work_dir)
+                if over_budget:  # ended for its CPU budget: the input is at fault, no retry
+                    await self._give_up(job, media, over_budget)
+                else:
+                    await self._worker_lost(job, lost)
                 return
             _observe(job, media, started, "failed" if result.error else "done")
             if result.error:
@@ -212,6 +239,15 @@ class Dispatcher:
                 video_max_height=settings.video_max_height,
                 waveform_size=settings.waveform_size,
                 timeout=settings.job_timeout,
+                max_animation_pixels=settings.max_animation_pixels,
+                max_video_pixels=settings.max_video_pixels,
+                max_video_duration=settings.max_video_duration,
+                max_video_frames=settings.max_video_frames,
+                max_pdf_pages=settings.max_pdf_pages,
+                max_pdf_page_pixels=settings.max_pdf_page_pixels,
+                svg_render_size=settings.svg_render_size,
+                cpu_limit=settings.job_cpu_limit,
+                svg_cpu_limit=settings.svg_cpu_limit,
             ),
         )
 

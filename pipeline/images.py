@@ -13,6 +13,7 @@ from typing import Any
 
 import pyvips
 
+from mediasvc.pipeline import budget, svg
 from mediasvc.pipeline.tasks import Refused, TaskResult, TaskSpec, Variant
 
 JPEG_QUALITY = 82
@@ -25,15 +26,18 @@ def process(spec: TaskSpec) -> TaskResult:
     source = _isolated_source(spec)
     header = _checked_header(source, spec)
     width, height = _upright_size(header)
+    drawn = svg.rasterise(source, spec) if spec.extension == "svg" else {}
     variants: list[Variant] = []
     if "thumbnail" in spec.operations:
         size = spec.limits.thumbnail_size
-        variants.append(_fit(source, spec, "thumbnail", size, size))
+        variants.append(_fit(drawn.get("thumbnail", source), spec, "thumbnail", size, size))
     if "optimize" in spec.operations:
-        variants += _optimize(source, header, spec)
+        variants += _optimize(drawn.get("optimize", source), header, spec)
     if "resize" in spec.operations and spec.resize:
         target_w, target_h = spec.resize
-        variants.append(_fit(source, spec, f"resize-{target_w}x{target_h}", target_w, target_h))
+        resize_source = drawn.get("resize", source)
+        name = f"resize-{target_w}x{target_h}"
+        variants.append(_fit(resize_source, spec, name, target_w, target_h))
     return TaskResult(variants=tuple(variants), info={"width": width, "height": height})
 
 
@@ -64,21 +68,15 @@ def _isolated_source(spec: TaskSpec) -> str:
 
 
 def _checked_header(source: str, spec: TaskSpec, loader_options: str = "") -> pyvips.Image:
-    """Open lazily (header only) and refuse pixel bombs and over-long animations."""
+    """Open lazily (header only) and refuse what is over the job's budget (pixel bombs,
+    animations too long or too big over all frames, PDFs with too many or too big pages)."""
     try:
         name = f"{source}[{loader_options}]" if loader_options else source
         header = pyvips.Image.new_from_file(name, access="sequential")
     except pyvips.Error as exc:
         raise Refused(f"Cannot read the image: {_reason(exc, source)}") from None
-    pixels = header.width * header.height
-    if pixels > spec.limits.max_pixels:
-        raise Refused(
-            f"Image is {header.width}x{header.height} pixels, over the limit of "
-            f"{spec.limits.max_pixels} pixels"
-        )
-    frames = _get(header, "n-pages") or 1
-    if spec.media_type == "image" and frames > spec.limits.max_frames:
-        raise Refused(f"Animation has {frames} frames, over the limit of {spec.limits.max_frames}")
+    pages = _get(header, "n-pages") or 1
+    budget.check_image_header(spec, header.width, _page_height(header), pages)
     return header
 
 

@@ -11,6 +11,10 @@ from typing import Any
 
 OPERATIONS = ("thumbnail", "optimize", "resize")
 ACTIVE_STATES = ("queued", "running")
+HEAVY, CHEAP = "heavy", "cheap"
+LANES = (HEAVY, CHEAP)
+# Still raster images: their cost is bounded by the pixel limit checked from the header.
+_CHEAP_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "heic", "heif", "avif"})
 
 
 def default_operations(
@@ -37,18 +41,29 @@ def applicable_operations(media_type: str, content_type: str) -> tuple[str, ...]
     return ()
 
 
+def job_lane(media: dict[str, Any]) -> str:
+    """The queue lane of a media's jobs, an estimate of their cost from the type alone:
+    still images are cheap; video, audio, PDF, SVG and possibly animated images are heavy."""
+    if media["media_type"] == "image" and media["extension"] in _CHEAP_EXTENSIONS:
+        return CHEAP
+    return HEAVY
+
+
 def new_job(
     media_id: str,
     operations: list[str],
     now: int,
     options: dict[str, Any] | None = None,
+    *,
+    lane: str = HEAVY,
 ) -> dict[str, Any]:
-    """A queued job document for `media_id`."""
+    """A queued job document for `media_id`, in the `lane` its cost puts it in."""
     return {
         "_id": str(uuid.uuid4()),
         "media_id": media_id,
         "operations": operations,
         "options": options or {},
+        "lane": lane,
         "state": "queued",
         "attempts": 0,
         "suspect": False,

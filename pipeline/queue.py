@@ -32,10 +32,18 @@ class JobQueue:
         self.owner = owner
 
     async def claim(
-        self, lease_ms: int, *, suspects: bool = False, expired: bool = True
+        self,
+        lease_ms: int,
+        *,
+        suspects: bool = False,
+        expired: bool = True,
+        lane: str | None = None,
     ) -> Job | None:
-        """The oldest queued job (or a suspect one); else, if `expired`, one whose lease ran out."""
-        queued = {"state": "queued", "suspect": suspects}
+        """The oldest queued job (or a suspect one), of `lane` if given; else, if `expired`,
+        one whose lease ran out (of any lane)."""
+        queued: Job = {"state": "queued", "suspect": suspects}
+        if lane is not None:
+            queued["lane"] = lane
         job = await self._take(queued, lease_ms)
         if job is None and expired and not suspects:
             job = await self._take(
@@ -61,6 +69,15 @@ class JobQueue:
                 sort=_OLDEST_FIRST,
                 return_document=ReturnDocument.AFTER,
             )
+
+    async def assign_lanes(self, lane: str) -> int:
+        """Put jobs queued before lanes existed into `lane`, so lane claims see them."""
+        with database_errors():
+            result = await self._jobs.update_many(
+                {"state": {"$in": ["queued", "running"]}, "lane": {"$exists": False}},
+                {"$set": {"lane": lane}},
+            )
+        return result.modified_count
 
     async def renew(self, job_id: str, lease_ms: int) -> bool:
         """Extend our lease; False if the job is no longer ours."""

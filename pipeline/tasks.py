@@ -28,6 +28,15 @@ class Limits:
     video_max_height: int = 720
     waveform_size: str = "800x160"
     timeout: float = 300.0
+    max_animation_pixels: int = 400_000_000
+    max_video_pixels: int = 35_389_440
+    max_video_duration: float = 3600.0
+    max_video_frames: int = 216_000
+    max_pdf_pages: int = 2000
+    max_pdf_page_pixels: int = 25_000_000
+    svg_render_size: int = 2048
+    cpu_limit: float = 120.0
+    svg_cpu_limit: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,10 @@ class Refused(Exception):
 def init_worker(memory_limit: int, server_pid: int) -> None:
     """Pool initializer: one libvips thread per worker, an optional address-space limit,
     and a watch that ends the worker when its server is gone."""
+    from mediasvc.pipeline import budget
+
     threading.Thread(target=_exit_with_server, args=(server_pid,), daemon=True).start()
+    budget.install()
     os.environ["VIPS_CONCURRENCY"] = "1"
     if memory_limit > 0:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
@@ -97,9 +109,13 @@ def _exit_with_server(server_pid: int) -> None:
 
 
 def run_task(spec: TaskSpec) -> TaskResult:
-    """Entry point in the worker: dispatch on the media type; refusals become reasons."""
+    """Entry point in the worker: dispatch on the media type within the job's CPU budget;
+    refusals (a budget overrun among them) become reasons."""
+    from mediasvc.pipeline import budget
+
     try:
-        return _run(spec)
+        with budget.cpu_limit(budget.job_cpu_seconds(spec), spec.work_dir):
+            return _run(spec)
     except Refused as exc:
         return TaskResult(error=str(exc))
     except MemoryError:

@@ -352,6 +352,7 @@ async def strict_service(tmp_path: Path) -> AsyncIterator[tuple[Service, Client]
     settings = service_settings(
         tmp_path / "var",
         workers=2,
+        max_heavy_jobs=2,  # videos side by side, so a crash has bystanders
         job_timeout=3,
         job_max_attempts=2,
         max_animation_frames=5,

@@ -20,6 +20,7 @@ from mediasvc.pipeline.jobs import (
     OPERATIONS,
     applicable_operations,
     default_operations,
+    job_lane,
     job_summary,
     new_job,
 )
@@ -214,7 +215,11 @@ class MediaService:
     async def _record(self, media: Doc, operations: list[str]) -> None:
         # The file is stored first, so a record never points at nothing; if recording
         # fails, the file is removed again and the client sees the error.
-        job = new_job(media["_id"], operations, media["created_at"]) if operations else None
+        job = (
+            new_job(media["_id"], operations, media["created_at"], lane=job_lane(media))
+            if operations
+            else None
+        )
         if job is not None:
             media["job"] = job_summary(job)
         try:
@@ -384,7 +389,7 @@ class MediaService:
         if await self.repository.count_active_jobs(media["_id"]):
             raise Conflict("Processing of this media is already queued")
         now = self.clock()
-        job = new_job(media["_id"], operations, now, options)
+        job = new_job(media["_id"], operations, now, options, lane=job_lane(media))
         await self.repository.insert_job(job)
         changes = {
             "status": "processing",

@@ -18,7 +18,7 @@ from typing import Any
 from mediasvc.auth import Principal
 from mediasvc.errors import BadRequest, Conflict, Forbidden, MediaError
 from mediasvc.media_types import extension_of, kind_for_extension, sniff_agrees
-from mediasvc.pipeline.jobs import job_summary, new_job
+from mediasvc.pipeline.jobs import job_lane, job_summary, new_job
 from mediasvc.repository import Doc
 from mediasvc.services.media import MediaService, now_ms
 from mediasvc.upload import SNIFF_BYTES, size_error, sniff
@@ -125,7 +125,7 @@ class PresignedUploads:
     async def _accept(self, media: Doc) -> Doc:
         operations = self.media.operations_for(media)
         now = now_ms()
-        job = new_job(media["_id"], operations, now) if operations else None
+        job = new_job(media["_id"], operations, now, lane=job_lane(media)) if operations else None
         changes: Doc = {
             "status": "processing" if job else "ready",
             "job": job_summary(job) if job else None,
