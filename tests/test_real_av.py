@@ -231,9 +231,7 @@ async def test_presigned_mp3_with_large_cover_art(
     )
     assert put.status in (200, 201, 204), put.body
     media_id = answer.json["media_id"]
-    confirmed = await client.request(
-        "POST", f"{API}/{media_id}/confirm_upload/", token=user.token
-    )
+    confirmed = await client.request("POST", f"{API}/{media_id}/confirm_upload/", token=user.token)
     assert confirmed.status == 200, confirmed.body
     assert (await _settled(client, user.token, media_id))["status"] == "ready"
 
