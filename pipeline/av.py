@@ -246,6 +246,12 @@ def _waveform(spec: TaskSpec) -> Variant:
     return Variant("thumbnail", path, "image/png", width, height)
 
 
+def run_ffmpeg(args: list[str], spec: TaskSpec, what: str) -> str:
+    """Run ffmpeg with these arguments (inputs with SAFE_INPUT's options), as the video
+    steps do; `what` completes "Could not ..." in the reason if it fails."""
+    return _run(["ffmpeg", "-nostdin", "-v", "error", *args], spec, what)
+
+
 def _run(args: list[str], spec: TaskSpec, what: str) -> str:
     """Run ffmpeg/ffprobe: an argument list, never a shell; killed with the worker."""
     try:

@@ -42,11 +42,18 @@ def process(spec: TaskSpec) -> TaskResult:
     source = _isolated_source(spec)
     header = _checked_header(source, spec)
     width, height = _upright_size(header)
+    apng_frames = _apng_frames(source) if spec.extension == "png" else 0
+    if apng_frames > spec.limits.max_frames:
+        raise Refused(
+            f"Animation has {apng_frames} frames, over the limit of {spec.limits.max_frames}"
+        )
     operations: list[Operation] = []
     if "thumbnail" in spec.operations:
         size = spec.limits.thumbnail_size
         operations.append(("thumbnail", lambda: [_fit(source, header, spec, "thumbnail", size)]))
-    if "optimize" in spec.operations:
+    if "optimize" in spec.operations and apng_frames > 1:
+        operations.append(("optimize", lambda: [_optimize_apng(source, header, spec)]))
+    elif "optimize" in spec.operations:
         operations.append(("optimize", lambda: _optimize(source, header, spec)))
     if "resize" in spec.operations and spec.resize:
         target_w, target_h = spec.resize
@@ -169,6 +176,46 @@ def _optimize_animation(source: str, spec: TaskSpec, width: int, height: int) ->
     path = os.path.join(spec.work_dir, "optimized.webp")
     _save_webp(_to_srgb(image), path)
     return Variant("optimized", path, "image/webp", image.width, _page_height(image))
+
+
+def _apng_frames(source: str) -> int:
+    """Frames of an animated PNG (its acTL chunk comes before the image data), else 0.
+
+    libvips reads only the first frame of an APNG; ffmpeg reads them all.
+    """
+    with open(source, "rb") as file:
+        if file.read(8) != b"\x89PNG\r\n\x1a\n":
+            return 0
+        while len(head := file.read(8)) == 8:
+            kind = head[4:]
+            if kind == b"acTL":
+                return int.from_bytes(file.read(4), "big")
+            if kind == b"IDAT":
+                return 0
+            file.seek(int.from_bytes(head[:4], "big") + 4, os.SEEK_CUR)
+    return 0
+
+
+def _optimize_apng(source: str, header: pyvips.Image, spec: TaskSpec) -> Variant:
+    """An animated PNG stays animated, as WebP like GIFs: decoded and encoded by ffmpeg."""
+    from mediasvc.pipeline.av import SAFE_INPUT, run_ffmpeg
+
+    box_w, box_h = _optimize_box(header, spec)
+    scale = min(1.0, box_w / header.width, box_h / header.height)
+    width, height = max(1, round(header.width * scale)), max(1, round(header.height * scale))
+    path = os.path.join(spec.work_dir, "optimized.webp")
+    args = [
+        "-protocol_whitelist", SAFE_INPUT["protocol_whitelist"], "-format_whitelist", "apng",
+        "-f", "apng", "-i", f"file:{source}", "-vf", f"scale={width}:{height}", "-an",
+        "-c:v", "libwebp_anim", "-q:v", str(WEBP_QUALITY), "-loop", "0",
+        "-map_metadata", "-1", "-y", f"file:{path}",
+    ]  # fmt: skip
+    run_ffmpeg(args, spec, "convert the animated PNG")
+    with open(path, "rb") as file:
+        data = file.read()
+    with open(path, "wb") as file:
+        file.write(_webp_without_metadata(data))
+    return Variant("optimized", path, "image/webp", width, height)
 
 
 def _save_still(image: pyvips.Image, work_dir: str, name: str) -> Variant:

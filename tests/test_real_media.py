@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mediasvc.pipeline.tasks import TaskResult, TaskSpec, init_worker, run_task
+from mediasvc.pipeline.tasks import Limits, TaskResult, TaskSpec, init_worker, run_task
 from tests.conftest import API, Caller, Client
 from tests.support import vips
 
@@ -161,6 +162,35 @@ def test_special_encodings(
     assert optimized.content_type == ("image/png" if bands == 4 else "image/jpeg")
     if bands == 4:
         assert made["optimized"]["centre"][3] == pytest.approx(128, abs=2)
+
+
+def test_animated_png_stays_animated(
+    pool: ProcessPoolExecutor, folder: Path, tmp_path: Path
+) -> None:
+    """APNG like GIF and WebP: the optimized copy is an animated WebP with every frame;
+    its frame count is checked against the limit before any decoding."""
+    apng = folder / "animated.png"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10",
+         "-t", "1", "-plays", "0", "-f", "apng", str(apng)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    specs = [
+        _spec(str(apng), tmp_path / "a"),
+        _spec(str(apng), tmp_path / "b", resize=(80, 80)),
+        _spec(str(apng), tmp_path / "c", limits=Limits(max_frames=5)),
+    ]
+    full, boxed, refused = _run_all(pool, specs)
+    assert full.error is None and boxed.error is None, (full.error, boxed.error)
+    assert (full.info["width"], full.info["height"]) == (160, 120)
+    for result, size in ((full, (160, 120)), (boxed, (80, 60))):
+        optimized = {v.name: v for v in result.variants}["optimized"]
+        assert optimized.content_type == "image/webp"
+        seen = pool.submit(vips.inspect, optimized.path).result()
+        assert (seen["width"], seen["height"], seen["pages"]) == (*size, 10)
+        assert seen["metadata"] == []
+    assert refused.error == "Animation has 10 frames, over the limit of 5"
+    assert refused.variants == ()
 
 
 # ---- the optimize box and partial failures
