@@ -82,7 +82,8 @@ def av(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
              "-disposition:v", "attached_pic")  # fmt: skip
     _ffmpeg(*SINE, *cover, "-c:a", "libmp3lame", "-id3v2_version", "3", out / "song.mp3")
     _ffmpeg(*SINE, *cover, "-c:a", "flac", out / "song.flac")
-    _ffmpeg(*SINE, *cover, "-c:a", "aac", out / "song.m4a")
+    # faststart: the moov box, cover art included, comes before the sound
+    _ffmpeg(*SINE, *cover, "-c:a", "aac", "-movflags", "+faststart", out / "song.m4a")
     assert _probe(out / "recorded.webm")["format"].get("duration") is None
     return {path.name: path for path in out.iterdir()}
 
@@ -203,9 +204,12 @@ async def test_audio_only_mp4_is_processed_as_audio(
 async def test_audio_with_large_cover_art(
     client: Client, user: Caller, av: dict[str, Path], name: str
 ) -> None:
-    """250 KB of cover art before the sound (an ID3 tag for MP3) is still sniffed right."""
+    """250 KB of cover art before the sound (an ID3 tag for MP3, a PICTURE block for FLAC,
+    the moov box for M4A) is still sniffed right."""
     content = av[name].read_bytes()
     assert len(content) > 250_000
+    if name.endswith(".m4a"):
+        assert content.find(b"moov") < content.find(b"mdat")
     media = await _upload(client, user, name, content)
     assert media["status"] == "ready", media["error"]
     assert media["duration"] == pytest.approx(2.0, abs=0.1)
