@@ -76,6 +76,8 @@ def av(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "-c:v", "libvpx", "-b:v", "300k", "-c:a", "libopus", "-live", "1", "-f", "webm",
             out / "recorded.webm")  # fmt: skip
     _ffmpeg(*SINE, "-c:a", "aac", "-metadata", "title=Voice memo", out / "voice.mp4")
+    _ffmpeg(*SINE, "-c:a", "libopus", "-metadata", "title=Voice memo", "-live", "1",
+            "-f", "webm", out / "voice.webm")  # fmt: skip
     noise = "nullsrc=s=480x480,format=rgb24,geq=r='random(1)*255':g='random(2)*255':b=0"
     _ffmpeg("-f", "lavfi", "-i", noise, "-frames:v", "1", out / "cover.png")  # > 250 KB
     cover = ("-i", out / "cover.png", "-map", "0", "-map", "1", "-c:v", "copy",
@@ -179,21 +181,25 @@ async def test_recorded_webm_gets_its_duration_from_the_streams(
     assert (media["width"], media["height"]) == (320, 240)
 
 
-@pytest.mark.parametrize("upload_as", ["memo.mp4", "memo.m4a"])
-async def test_audio_only_mp4_is_processed_as_audio(
-    client: Client, user: Caller, av: dict[str, Path], tmp_path: Path, upload_as: str
+@pytest.mark.parametrize(
+    ("name", "upload_as"),
+    [("voice.mp4", "memo.mp4"), ("voice.mp4", "memo.m4a"), ("voice.webm", "memo.webm")],
+)
+async def test_audio_only_video_file_is_processed_as_audio(
+    client: Client, user: Caller, av: dict[str, Path], tmp_path: Path, name: str, upload_as: str
 ) -> None:
-    """A voice memo uploaded as .mp4 gets a waveform and an AAC copy without metadata;
-    its media type stays the one of its extension."""
-    media = await _upload(client, user, upload_as, av["voice.mp4"].read_bytes())
+    """A voice memo uploaded as .mp4 (or recorded by MediaRecorder as .webm, without a
+    duration) gets a waveform and an AAC copy without metadata; its media type stays the
+    one of its extension."""
+    media = await _upload(client, user, upload_as, av[name].read_bytes())
     assert media["status"] == "ready", media["error"]
-    assert media["media_type"] == ("video" if upload_as.endswith(".mp4") else "audio")
+    assert media["media_type"] == ("audio" if upload_as.endswith(".m4a") else "video")
     assert media["duration"] == pytest.approx(2.0, abs=0.1)
     assert media["width"] is None and media["height"] is None
     made = _variants(media)
     assert made["thumbnail"]["content_type"] == "image/png"
     assert (made["thumbnail"]["width"], made["thumbnail"]["height"]) == (800, 160)
-    if upload_as.endswith(".mp4"):
+    if media["media_type"] == "video":
         assert made["optimized"]["content_type"] == "audio/mp4"
         probe = _probe(await _download(client, made["optimized"], tmp_path))
         _assert_no_metadata(probe, "optimized")

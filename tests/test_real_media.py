@@ -167,23 +167,27 @@ def test_special_encodings(
 def test_animated_png_stays_animated(
     pool: ProcessPoolExecutor, folder: Path, tmp_path: Path
 ) -> None:
-    """APNG like GIF and WebP: the optimized copy is an animated WebP with every frame;
-    its frame count is checked against the limit before any decoding."""
+    """APNG like GIF and WebP: the optimized copy is an animated WebP with every frame
+    (fit inside the job's resize box, if any); the APNG's frame count is checked against
+    the limit before any decoding."""
     apng = folder / "animated.png"
     subprocess.run(
         ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10",
          "-t", "1", "-plays", "0", "-f", "apng", str(apng)],
         check=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
+    gif = folder / "animated.gif"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(apng), str(gif)], check=True)
     specs = [
         _spec(str(apng), tmp_path / "a"),
         _spec(str(apng), tmp_path / "b", resize=(80, 80)),
         _spec(str(apng), tmp_path / "c", limits=Limits(max_frames=5)),
+        _spec(str(gif), tmp_path / "d", resize=(80, 80)),
     ]
-    full, boxed, refused = _run_all(pool, specs)
+    full, boxed, refused, gif_boxed = _run_all(pool, specs)
     assert full.error is None and boxed.error is None, (full.error, boxed.error)
     assert (full.info["width"], full.info["height"]) == (160, 120)
-    for result, size in ((full, (160, 120)), (boxed, (80, 60))):
+    for result, size in ((full, (160, 120)), (boxed, (80, 60)), (gif_boxed, (80, 60))):
         optimized = {v.name: v for v in result.variants}["optimized"]
         assert optimized.content_type == "image/webp"
         seen = pool.submit(vips.inspect, optimized.path).result()
