@@ -107,10 +107,25 @@ def test_twelve_megapixel_photos_in_every_orientation(
         assert (variants["optimized"].width, variants["optimized"].height) == upright
 
 
+@pytest.mark.parametrize("name", ["small-orientation-6.webp", "small-orientation-8.jpg"])
+def test_smaller_photos_with_orientation(
+    pool: ProcessPoolExecutor, images: dict[str, str], tmp_path: Path, name: str
+) -> None:
+    [result] = _run_all(pool, [_spec(images[name], tmp_path)])
+    assert result.error is None, result.error
+    assert (result.info["width"], result.info["height"]) == (1200, 1600)
+    for variant, seen in _inspect_all(pool, result).items():
+        assert _close(seen["top_left"], vips.RED, 12), (variant, seen["top_left"])
+        assert _close(seen["top_right"], vips.BLUE, 12), (variant, seen["top_right"])
+        assert seen["height"] > seen["width"] and seen["metadata"] == [], variant
+
+
 # ---- colour
 
 
-@pytest.mark.parametrize("name", ["p3.jpg", "p3.heic", "p3-16bit.png", "adobe-rgb.jpg"])
+@pytest.mark.parametrize(
+    "name", ["p3.jpg", "p3.heic", "p3.avif", "p3.webp", "p3-16bit.png", "adobe-rgb.jpg"]
+)
 def test_wide_gamut_profiles_become_srgb(
     pool: ProcessPoolExecutor, images: dict[str, str], tmp_path: Path, name: str
 ) -> None:

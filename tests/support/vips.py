@@ -74,7 +74,9 @@ def make_oriented_png(folder: str) -> str:
 
 def make_special_images(folder: str) -> dict[str, str]:
     """Images as devices and editors write them: wide-gamut ICC profiles, CMYK, 16-bit,
-    palette with transparency, interlaced and grey."""
+    palette with transparency, interlaced and grey; smaller photos with orientation in
+    WebP and JPEG."""
+    import pyvips
 
     out = Path(folder)
     base = upright_photo(1200, 900)
@@ -84,6 +86,8 @@ def make_special_images(folder: str) -> dict[str, str]:
     made = {
         "p3.jpg": lambda p: p3.jpegsave(p, Q=95),
         "p3.heic": lambda p: p3.heifsave(p, Q=90),
+        "p3.avif": lambda p: p3.heifsave(p, Q=90, compression="av1"),
+        "p3.webp": lambda p: p3.webpsave(p, Q=95),
         "p3-16bit.png": lambda p: base.icc_transform("p3", input_profile="srgb", depth=16).pngsave(
             p
         ),
@@ -99,6 +103,12 @@ def make_special_images(folder: str) -> dict[str, str]:
     for name, save in made.items():
         paths[name] = str(out / name)
         save(paths[name])
+    for orientation, extension in ((6, "webp"), (8, "jpg")):  # 1600x1200 stored, shown portrait
+        stored = _stored(upright_photo(1200, 1600), orientation).copy()
+        stored.set_type(pyvips.GValue.gint_type, "orientation", orientation)
+        name = f"small-orientation-{orientation}.{extension}"
+        paths[name] = str(out / name)
+        stored.write_to_file(paths[name])
     return paths
 
 
