@@ -130,7 +130,8 @@ def _load_fitted(
     libvips' thumbnail shrinks on load and applies the EXIF orientation after the shrink
     (with the random access a rotation needs), so no orientation, size or format reads
     out of order. An embedded ICC profile (Display P3, Adobe RGB, CMYK) is converted to
-    sRGB; only then, because an untagged image asked for an export profile is altered.
+    sRGB. Only tagged images are given an export profile: libvips shifts the colours of
+    untagged 16-bit and palette PNGs when asked for one (untagged means sRGB already).
     """
     profile = {"export_profile": "srgb"} if _has(header, "icc-profile-data") else {}
     image = pyvips.Image.thumbnail(

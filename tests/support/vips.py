@@ -98,6 +98,7 @@ def make_special_images(folder: str) -> dict[str, str]:
         "interlaced.png": lambda p: base.pngsave(p, interlace=True),
         "progressive.jpg": lambda p: base.jpegsave(p, interlace=True),
         "grey.jpg": lambda p: base.colourspace("b-w").jpegsave(p),
+        "grey-16bit.png": lambda p: base.colourspace("grey16").pngsave(p),
     }
     paths = {}
     for name, save in made.items():
