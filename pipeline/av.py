@@ -156,6 +156,7 @@ def _describe(data: dict[str, Any], spec: TaskSpec) -> dict[str, Any]:
             width, height = height, width
         info.update(width=width, height=height, video_codec=video.get("codec_name"))
         info["has_audio"] = audio is not None
+        info["video_stream"] = [s for s in streams if s.get("codec_type") == "video"].index(video)
     if spec.media_type == "video" and video is None:
         info["audio_only"] = True
     return info
@@ -165,6 +166,11 @@ def _is_picture(stream: dict[str, Any]) -> bool:
     """A video stream that moves: cover art attached to audio (attached_pic) is not one."""
     attached = stream.get("disposition", {}).get("attached_pic") == 1
     return stream.get("codec_type") == "video" and not attached
+
+
+def _video_of(source: Any, info: dict[str, Any]) -> Any:
+    """The moving video stream of an input (not cover art that may come before it)."""
+    return source[f"v:{info.get('video_stream', 0)}"]
 
 
 def _poster(spec: TaskSpec, info: dict[str, Any]) -> Variant:
@@ -178,7 +184,7 @@ def _poster(spec: TaskSpec, info: dict[str, Any]) -> Variant:
     for moment in moments:
         options = {"ss": f"{moment:.3f}"} if moment else {}
         stream = ffmpeg.input(f"file:{spec.source}", **options, **SAFE_INPUT)
-        stream = stream.video.filter("scale", width, height)
+        stream = _video_of(stream, info).filter("scale", width, height)
         output = stream.output(f"file:{path}", vframes=1, **{"q:v": 3}, **_NO_METADATA)
         args = output.compile(overwrite_output=True)
         _run(["ffmpeg", "-nostdin", "-v", "error", *args[1:]], spec, "make a poster frame")
@@ -195,7 +201,7 @@ def _transcode(
     source = ffmpeg.input(f"file:{spec.source}", **SAFE_INPUT)
     width, height = _fit(info["width"], info["height"], max_w or info["width"], max_h)
     width, height = width - width % 2, height - height % 2
-    video = source.video.filter("scale", width, height)
+    video = _video_of(source, info).filter("scale", width, height)
     streams = [video, source.audio] if info.get("has_audio") else [video]
     audio_options = {"acodec": "aac", "audio_bitrate": "128k"} if info.get("has_audio") else {}
     output = ffmpeg.output(
