@@ -548,6 +548,16 @@ class Settings:
         minimum=0,
     )
 
+    # -- media (what uploads may hold)
+    sniff_max_tag_size: int = setting(
+        16 * MB,
+        "Largest leading ID3v2 tag (cover art) of an audio upload skipped to sniff its real "
+        "content; a file whose tags run longer is refused. A presigned confirm reads that far.",
+        "media",
+        kind="size",
+        minimum=0,
+    )
+
     # ---- derived values
 
     @property

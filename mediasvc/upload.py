@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import magic
 import multipart
@@ -17,9 +17,10 @@ import multipart
 from mediasvc.errors import BadRequest, TooLarge
 from mediasvc.media_types import FileKind, extension_of, kind_for_extension, sniff_agrees
 from mediasvc.settings import MB, Settings
+from mediasvc.sniffing import SNIFF_BYTES, SniffWindow
 from mediasvc.spool import SpoolWriter
 
-SNIFF_BYTES = 8192
+__all__ = ["SNIFF_BYTES", "MultipartReceiver", "ReceivedFile", "size_error", "sniff"]
 _BOUNDARY = re.compile(r"""boundary=(?:"([^"]{1,200})"|([^\s;,"]{1,200}))""", re.IGNORECASE)
 
 
@@ -42,7 +43,7 @@ class ReceivedFile:
 class _FilePart:
     received: ReceivedFile
     limit: int
-    head: bytearray = field(default_factory=bytearray)
+    window: SniffWindow
     sniffed: bool = False
 
 
@@ -66,6 +67,12 @@ def size_error(media_type: str, limit: int) -> TooLarge:
     return TooLarge(
         f"File size exceeds maximum allowed size of {limit / MB:.1f}MB for {media_type} files"
     )
+
+
+def sniff_window(kind: FileKind, settings: Settings) -> SniffWindow:
+    """Where to sniff a file of this kind: audio after its leading ID3 tags."""
+    skip = kind.media_type == "audio"
+    return SniffWindow(skip_tags=skip, max_skip=settings.sniff_max_tag_size)
 
 
 def sniff(head: bytes) -> str:
@@ -198,15 +205,14 @@ class MultipartReceiver:
         spool = SpoolWriter(self._settings.spool_path, self._executor, suffix=f".{kind.extension}")
         received = ReceivedFile(raw_filename=filename, kind=kind, spool=spool)
         self.files.append(received)
-        return _FilePart(received, limit=self._settings.size_limit(kind.media_type))
+        window = sniff_window(kind, self._settings)
+        return _FilePart(received, limit=self._settings.size_limit(kind.media_type), window=window)
 
     async def _file_bytes(self, part: _FilePart, data: bytes) -> None:
         if part.received.size + len(data) > part.limit:
             raise size_error(part.received.kind.media_type, part.limit)
-        if not part.sniffed:
-            part.head += data[: SNIFF_BYTES - len(part.head)]
-            if len(part.head) >= SNIFF_BYTES:
-                self._check_sniffed(part)
+        if not part.sniffed and part.window.feed(data):
+            self._check_sniffed(part)
         await part.received.spool.write(data)
 
     def _field_bytes(self, data: bytes) -> None:
@@ -231,7 +237,7 @@ class MultipartReceiver:
 
     def _check_sniffed(self, part: _FilePart) -> None:
         part.sniffed = True
-        head = bytes(part.head)
+        head = part.window.head
         sniffed = sniff(head)
         kind = part.received.kind
         if not sniff_agrees(kind, sniffed, head):

@@ -19,30 +19,70 @@ from typing import Any
 import ffmpeg
 
 from mediasvc.pipeline import budget
-from mediasvc.pipeline.tasks import Refused, TaskResult, TaskSpec, Variant
+from mediasvc.pipeline.tasks import (
+    Operation,
+    Refused,
+    TaskResult,
+    TaskSpec,
+    Variant,
+    run_operations,
+)
 
 VIDEO_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "avi", "matroska,webm"})
 AUDIO_FORMATS = frozenset({"mp3", "wav", "ogg", "aac", "flac", "mov,mp4,m4a,3gp,3g2,mj2"})
 _DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,avi,matroska,webm,mp3,wav,ogg,aac,flac"
 SAFE_INPUT = {"protocol_whitelist": "file", "format_whitelist": _DEMUXERS}
 _PR_SET_PDEATHSIG = 1
+# Derived files carry nothing of the original's metadata (place, titles, comments,
+# chapters, per-stream tags); the rotation is applied to the pixels, not copied.
+_NO_METADATA = {
+    "map_metadata": "-1",
+    "map_metadata:s:v": "-1",
+    "map_metadata:s:a": "-1",
+    "map_chapters": "-1",
+}
+_SHORT_CLIP = 2.0  # seconds: shorter clips show their first frame
 
 
 def process(spec: TaskSpec) -> TaskResult:
-    """Probe, then make the derived files the operations ask for."""
+    """Probe, then make the derived files the operations ask for, each on its own.
+
+    A video upload that holds only audio (an .mp4 of a voice memo) is processed as audio:
+    a waveform for its thumbnail and an AAC copy for `optimize`; its media type stays the
+    one its extension gave.
+    """
     info = probe(spec)
-    if spec.media_type == "audio":
-        variants = [_waveform(spec)] if "thumbnail" in spec.operations else []
-        return TaskResult(variants=tuple(variants), info=info)
-    variants = []
+    if spec.media_type == "audio" or info.get("audio_only"):
+        return run_operations(_audio_operations(spec), info)
+    operations: list[Operation] = []
     if "thumbnail" in spec.operations:
-        variants.append(_poster(spec, info))
+        operations.append(("thumbnail", lambda: [_poster(spec, info)]))
     if "optimize" in spec.operations:
-        variants.append(_transcode(spec, info, "optimized", None, spec.limits.video_max_height))
+        max_w, max_h = _optimize_box(spec)
+        operations.append(("optimize", lambda: [_transcode(spec, info, "optimized", max_w, max_h)]))
     if "resize" in spec.operations and spec.resize:
         width, height = spec.resize
-        variants.append(_transcode(spec, info, f"resize-{width}x{height}", width, height))
-    return TaskResult(variants=tuple(variants), info=info)
+        name = f"resize-{width}x{height}"
+        operations.append(("resize", lambda: [_transcode(spec, info, name, width, height)]))
+    return run_operations(operations, info)
+
+
+def _audio_operations(spec: TaskSpec) -> list[Operation]:
+    operations: list[Operation] = []
+    if "thumbnail" in spec.operations:
+        operations.append(("thumbnail", lambda: [_waveform(spec)]))
+    if "optimize" in spec.operations and spec.media_type == "video":
+        operations.append(("optimize", lambda: [_audio_copy(spec, "optimized")]))
+    return operations  # `resize` has no pixels to work on
+
+
+def _optimize_box(spec: TaskSpec) -> tuple[int | None, int]:
+    """The optimized copy fits the job's resize box when the job has one without the
+    `resize` operation; else it is at most `video_max_height` high."""
+    if spec.resize and "resize" not in spec.operations:
+        width, height = spec.resize
+        return width, min(height, spec.limits.video_max_height)
+    return None, spec.limits.video_max_height
 
 
 def probe(spec: TaskSpec) -> dict[str, Any]:
@@ -56,7 +96,38 @@ def probe(spec: TaskSpec) -> dict[str, Any]:
         data = json.loads(out)
     except ValueError:
         raise Refused("Cannot read the file: ffprobe gave no result") from None
+    if not isinstance(data.get("format"), dict):
+        raise Refused("Cannot read the file: ffprobe gave no result")
+    _fill_duration(data, spec)
     return _describe(data, spec)
+
+
+def _fill_duration(data: dict[str, Any], spec: TaskSpec) -> None:
+    """Give the container a duration when it has none (a MediaRecorder WebM has none):
+    the longest stream's, else the end of the last packet, read without decoding."""
+    form = data["format"]
+    if _float(form.get("duration")) is not None:
+        return
+    streams = data.get("streams", [])
+    lengths = [_float(s.get("duration")) for s in streams]
+    lengths += [_clock(s.get("tags", {}).get("DURATION")) for s in streams]
+    known = [length for length in lengths if length is not None]
+    form["duration"] = max(known) if known else _last_packet_end(spec)
+
+
+def _last_packet_end(spec: TaskSpec) -> float | None:
+    """Where the last packet ends: a demux-only pass over the file (no decoding)."""
+    args = [
+        "ffprobe", "-v", "error", "-protocol_whitelist", "file", "-format_whitelist", _DEMUXERS,
+        "-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0", f"file:{spec.source}",
+    ]  # fmt: skip
+    end = None
+    for line in _run(args, spec, "read the duration").splitlines():
+        pts, _, duration = line.partition(",")
+        start = _float(pts)
+        if start is not None:
+            end = max(end or 0.0, start + (_float(duration) or 0.0))
+    return round(end, 3) if end is not None else None
 
 
 def _describe(data: dict[str, Any], spec: TaskSpec) -> dict[str, Any]:
@@ -65,9 +136,9 @@ def _describe(data: dict[str, Any], spec: TaskSpec) -> dict[str, Any]:
     if container not in allowed:
         raise Refused(f"Container format '{container or 'unknown'}' is not allowed")
     streams = data.get("streams", [])
-    video = next((s for s in streams if s.get("codec_type") == "video"), None)
+    video = next((s for s in streams if _is_picture(s)), None)
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
-    if spec.media_type == "video" and video is None:
+    if spec.media_type == "video" and video is None and audio is None:
         raise Refused("The file has no video stream")
     if spec.media_type == "audio" and audio is None:
         raise Refused("The file has no audio stream")
@@ -88,20 +159,41 @@ def _describe(data: dict[str, Any], spec: TaskSpec) -> dict[str, Any]:
             width, height = height, width
         info.update(width=width, height=height, video_codec=video.get("codec_name"))
         info["has_audio"] = audio is not None
+        info["video_stream"] = [s for s in streams if s.get("codec_type") == "video"].index(video)
+    if spec.media_type == "video" and video is None:
+        info["audio_only"] = True
     return info
 
 
+def _is_picture(stream: dict[str, Any]) -> bool:
+    """A video stream that moves: cover art attached to audio (attached_pic) is not one."""
+    attached = stream.get("disposition", {}).get("attached_pic") == 1
+    return stream.get("codec_type") == "video" and not attached
+
+
+def _video_of(source: Any, info: dict[str, Any]) -> Any:
+    """The moving video stream of an input (not cover art that may come before it)."""
+    return source[f"v:{info.get('video_stream', 0)}"]
+
+
 def _poster(spec: TaskSpec, info: dict[str, Any]) -> Variant:
-    """A frame a little way in (or the first, for very short clips), fit to the thumbnail box."""
+    """A frame a little way in, fit to the thumbnail box; the first frame when the clip
+    is short or has no frame there (one still frame beside a long audio track)."""
     size = spec.limits.thumbnail_size
-    moment = min(1.0, (info.get("duration") or 0) / 2)
     path = os.path.join(spec.work_dir, "thumbnail.jpg")
     width, height = _fit(info["width"], info["height"], size, size)
-    stream = ffmpeg.input(f"file:{spec.source}", ss=f"{moment:.3f}", **SAFE_INPUT)
-    stream = stream.filter("scale", width, height)
-    args = stream.output(f"file:{path}", vframes=1, **{"q:v": 3}).compile(overwrite_output=True)
-    _run(["ffmpeg", "-nostdin", "-v", "error", *args[1:]], spec, "make a poster frame")
-    return Variant("thumbnail", path, "image/jpeg", width, height)
+    duration = info.get("duration") or 0.0
+    moments = [min(1.0, duration / 2), 0.0] if duration >= _SHORT_CLIP else [0.0]
+    for moment in moments:
+        options = {"ss": f"{moment:.3f}"} if moment else {}
+        stream = ffmpeg.input(f"file:{spec.source}", **options, **SAFE_INPUT)
+        stream = _video_of(stream, info).filter("scale", width, height)
+        output = stream.output(f"file:{path}", vframes=1, **{"q:v": 3}, **_NO_METADATA)
+        args = output.compile(overwrite_output=True)
+        _run(["ffmpeg", "-nostdin", "-v", "error", *args[1:]], spec, "make a poster frame")
+        if os.path.exists(path) and os.path.getsize(path) > 0:
+            return Variant("thumbnail", path, "image/jpeg", width, height)
+    raise Refused("Could not make a poster frame: the video has no frame to show")
 
 
 def _transcode(
@@ -112,7 +204,7 @@ def _transcode(
     source = ffmpeg.input(f"file:{spec.source}", **SAFE_INPUT)
     width, height = _fit(info["width"], info["height"], max_w or info["width"], max_h)
     width, height = width - width % 2, height - height % 2
-    video = source.video.filter("scale", width, height)
+    video = _video_of(source, info).filter("scale", width, height)
     streams = [video, source.audio] if info.get("has_audio") else [video]
     audio_options = {"acodec": "aac", "audio_bitrate": "128k"} if info.get("has_audio") else {}
     output = ffmpeg.output(
@@ -125,10 +217,28 @@ def _transcode(
         movflags="+faststart",
         threads=2,
         **audio_options,
+        **_NO_METADATA,
     )
     args = output.compile(overwrite_output=True)
     _run(["ffmpeg", "-nostdin", "-v", "error", *args[1:]], spec, "transcode the video")
     return Variant(name, path, "video/mp4", width, height)
+
+
+def _audio_copy(spec: TaskSpec, name: str) -> Variant:
+    """The audio track alone as AAC in MP4 (.m4a), metadata and cover art left out."""
+    path = os.path.join(spec.work_dir, f"{name}.m4a")
+    audio = ffmpeg.input(f"file:{spec.source}", **SAFE_INPUT).audio
+    output = audio.output(
+        f"file:{path}",
+        acodec="aac",
+        audio_bitrate="128k",
+        movflags="+faststart",
+        vn=None,
+        **_NO_METADATA,
+    )
+    args = output.compile(overwrite_output=True)
+    _run(["ffmpeg", "-nostdin", "-v", "error", *args[1:]], spec, "transcode the audio")
+    return Variant(name, path, "audio/mp4")
 
 
 def _waveform(spec: TaskSpec) -> Variant:
@@ -139,9 +249,16 @@ def _waveform(spec: TaskSpec) -> Variant:
     stream = stream.filter(
         "showwavespic", s=f"{width}x{height}", split_channels=0, colors="#2563eb"
     )
-    args = stream.output(f"file:{path}", vframes=1).compile(overwrite_output=True)
+    output = stream.output(f"file:{path}", vframes=1, **_NO_METADATA)
+    args = output.compile(overwrite_output=True)
     _run(["ffmpeg", "-nostdin", "-v", "error", *args[1:]], spec, "draw the waveform")
     return Variant("thumbnail", path, "image/png", width, height)
+
+
+def run_ffmpeg(args: list[str], spec: TaskSpec, what: str) -> str:
+    """Run ffmpeg with these arguments (inputs with SAFE_INPUT's options), as the video
+    steps do; `what` completes "Could not ..." in the reason if it fails."""
+    return _run(["ffmpeg", "-nostdin", "-v", "error", *args], spec, what)
 
 
 def _run(args: list[str], spec: TaskSpec, what: str) -> str:
@@ -192,6 +309,15 @@ def _rotation(video: dict[str, Any]) -> int:
         return abs(int(float(rotate or 0))) % 360
     except ValueError:
         return 0
+
+
+def _clock(value: Any) -> float | None:
+    """Seconds of a Matroska DURATION tag ("00:01:02.500000000")."""
+    match = re.fullmatch(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)", str(value or "").strip())
+    if not match:
+        return None
+    hours, minutes, seconds = match.groups()
+    return round(int(hours) * 3600 + int(minutes) * 60 + float(seconds), 3)
 
 
 def _float(value: Any) -> float | None:

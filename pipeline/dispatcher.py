@@ -212,8 +212,8 @@ class Dispatcher:
                     await self._worker_lost(job, lost)
                 return
             _observe(job, media, started, "failed" if result.error else "done")
-            if result.error:
-                await self._give_up(job, media, result.error)  # the input is at fault: no retry
+            if result.error:  # the input is at fault: no retry; what worked is kept
+                await self._give_up(job, media, result.error, result)
             else:
                 await self._succeed(job, media, result)
         finally:
@@ -268,12 +268,7 @@ class Dispatcher:
             await self.blobs.delete([v["key"] for v in stored])
             return
         variants = _merge_variants(media.get("variants", []), stored)
-        changes: Doc = {
-            "variants": variants,
-            "thumbnail_key": next((v["key"] for v in variants if v["name"] == "thumbnail"), None),
-            "updated_at": now_ms(),
-        }
-        changes.update({k: v for k, v in result.info.items() if k in MEDIA_FACTS and v is not None})
+        changes = _result_changes(variants, result)
         # The media is ready only if no later job was queued for it meanwhile (that job's
         # summary would have replaced ours): one conditional update, no count.
         finished = {**changes, "status": "ready", "error": None, "job": job_summary(settled)}
@@ -324,18 +319,27 @@ class Dispatcher:
                 await self._show(media["_id"], retried)
                 self.wake()
 
-    async def _give_up(self, job: Job, media: Doc, reason: str) -> None:
+    async def _give_up(
+        self, job: Job, media: Doc, reason: str, result: TaskResult | None = None
+    ) -> None:
+        """Fail the job and its media; the variants and facts a partial result has are kept."""
+        stored = await self._store_variants(media, result.variants) if result else []
         settled = await self.queue.settle(job["_id"], "failed", reason)
         if settled is None:
+            await self.blobs.delete([v["key"] for v in stored])
             return
         log.info("job %s of media %s failed: %s", job["_id"], media["_id"], reason)
-        changes = {
-            "status": "failed",
-            "error": reason,
-            "job": job_summary(settled),
-            "updated_at": now_ms(),
-        }
-        await self.repository.update(media["_id"], changes)
+        changes: Doc = {"updated_at": now_ms()}
+        old = media.get("variants", [])
+        if result is not None:
+            changes = _result_changes(_merge_variants(old, stored), result)
+        failed = {**changes, "status": "failed", "error": reason, "job": job_summary(settled)}
+        if await self.repository.update(media["_id"], failed) is None:
+            await self.blobs.delete([v["key"] for v in stored])  # deleted while we worked
+            return
+        if stored:
+            replaced = {v["key"] for v in old} - {v["key"] for v in changes["variants"]}
+            await self.blobs.delete(sorted(replaced))
 
     async def _hand_back(self, job: Job) -> None:
         try:
@@ -354,6 +358,17 @@ def _observe(job: Job, media: Doc, started: float, outcome: str) -> None:
     operations = "+".join(job["operations"])
     labels = metrics.JOB_SECONDS.labels(operations, media["media_type"], outcome)
     labels.observe(time.monotonic() - started)
+
+
+def _result_changes(variants: list[Doc], result: TaskResult) -> Doc:
+    """The media fields a job's result sets: its variants, thumbnail and facts."""
+    changes: Doc = {
+        "variants": variants,
+        "thumbnail_key": next((v["key"] for v in variants if v["name"] == "thumbnail"), None),
+        "updated_at": now_ms(),
+    }
+    changes.update({k: v for k, v in result.info.items() if k in MEDIA_FACTS and v is not None})
+    return changes
 
 
 def _merge_variants(old: list[Doc], new: list[Doc]) -> list[Doc]:

@@ -14,6 +14,7 @@ import resource
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +68,8 @@ class Variant:
 
 @dataclass(frozen=True)
 class TaskResult:
-    """What came of a job: derived files and facts about the original, or the reason it failed."""
+    """What came of a job: derived files and facts about the original, and the reason it
+    failed, if it did (then `variants` holds what the operations that worked made)."""
 
     variants: tuple[Variant, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
@@ -76,6 +78,28 @@ class TaskResult:
 
 class Refused(Exception):
     """The input cannot or must not be processed; the message is the reason shown to users."""
+
+
+# One operation of a job: its name and what makes its variants (raising Refused).
+Operation = tuple[str, Callable[[], list[Variant]]]
+
+
+def run_operations(operations: list[Operation], info: dict[str, Any]) -> TaskResult:
+    """Run each operation on its own, so one that fails keeps the others' variants.
+
+    The error names the operations that failed, each with its reason.
+    """
+    variants: list[Variant] = []
+    failures: dict[str, list[str]] = {}
+    for name, make in operations:
+        try:
+            variants += make()
+        except Refused as exc:
+            failures.setdefault(str(exc), []).append(name)
+        except MemoryError:
+            failures.setdefault("processing ran out of memory", []).append(name)
+    error = "; ".join(f"{', '.join(names)} failed: {reason}" for reason, names in failures.items())
+    return TaskResult(variants=tuple(variants), info=info, error=error or None)
 
 
 def init_worker(memory_limit: int, server_pid: int) -> None:

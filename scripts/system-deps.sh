@@ -10,11 +10,13 @@ ldconfig -p 2>/dev/null | grep -q 'libvips.so.42' || missing+=(libvips)
 ldconfig -p 2>/dev/null | grep -q 'libmagic.so.1' || missing+=(libmagic1)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -x /usr/bin/chromium ] || missing+=(chromium)  # the browser tests (Playwright drives it)
+# ICC profiles (Adobe RGB) the colour-management tests convert from.
+[ -f /usr/share/color/icc/colord/AdobeRGB1998.icc ] || missing+=(colord-data)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "mediasvc needs these system packages: ${missing[*]}" >&2
-  echo "On Debian/Ubuntu: sudo apt-get install ffmpeg libvips42 libmagic1 nginx chromium" >&2
+  echo "On Debian/Ubuntu: sudo apt-get install ffmpeg libvips42 libmagic1 nginx chromium colord-data" >&2
   exit 1
 fi
 

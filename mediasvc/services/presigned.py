@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from mediasvc.auth import Principal
@@ -21,7 +22,8 @@ from mediasvc.media_types import extension_of, kind_for_extension, sniff_agrees
 from mediasvc.pipeline.jobs import job_lane, job_summary, new_job
 from mediasvc.repository import Doc
 from mediasvc.services.media import MediaService, now_ms
-from mediasvc.upload import SNIFF_BYTES, size_error, sniff
+from mediasvc.sniffing import read_sniff_head
+from mediasvc.upload import size_error, sniff
 from mediasvc.validation import check_field, json_int
 
 log = logging.getLogger(__name__)
@@ -103,9 +105,13 @@ class PresignedUploads:
     async def _problem_with(self, media: Doc, size: int) -> str | None:
         if size != media["file_size"]:
             return f"Uploaded size {size} does not match the declared size {media['file_size']}"
-        head = await self.blobs.read_head(media["storage_key"], SNIFF_BYTES)
         kind = kind_for_extension(media["extension"])
         assert kind is not None
+        head = await read_sniff_head(
+            partial(self.blobs.read_head, media["storage_key"]),
+            skip_tags=kind.media_type == "audio",
+            max_skip=self.settings.sniff_max_tag_size,
+        )
         sniffed = await asyncio.get_running_loop().run_in_executor(None, sniff, head)
         if not sniff_agrees(kind, sniffed, head):
             return f"File content ({sniffed}) does not match its extension '{kind.extension}'"
