@@ -380,3 +380,16 @@ async def test_header_blocks_far_over_the_limit_are_cut_off(tight: Service) -> N
         }
     finally:
         writer.close()
+
+
+async def test_a_refused_presigned_put_is_readable(early: Service) -> None:
+    """The local PUT endpoint refuses a bad signature before the body: 403, then the drain."""
+    url = _url(early, "/uploads/media/user/x/y.jpg?content_type=image/jpeg&size=5&expires=1&sig=0")
+    async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT) as http:
+        response = await http.put(
+            url, content=b"\0" * (5 * MB), headers={"Content-Type": "image/jpeg"}
+        )
+        assert response.status_code == 403
+        assert response.json() == {"error": "Invalid or expired upload URL"}
+        assert response.headers["Connection"] == "close"
+        assert (await http.get(_url(early, "/healthz"))).status_code == 200
