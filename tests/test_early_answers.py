@@ -277,15 +277,15 @@ async def test_invented_methods_share_one_metric_label(early: Service) -> None:
 
 @pytest.fixture(scope="module")
 async def tight(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Service]:
-    """A service that drains little: 2 MB, 1.5 s in all, 0.5 s of silence."""
+    """A service that drains little: 2 MB, 3 s in all, 1 s of silence."""
     settings = service_settings(
         tmp_path_factory.mktemp("tight"),
         processing_enabled=False,
         sweep_interval=0,
         log_level="critical",
         linger_max_bytes=2 * MB,
-        linger_timeout=1.5,
-        linger_idle_timeout=0.5,
+        linger_timeout=3,
+        linger_idle_timeout=1,
         max_header_size=8192,
     )
     service = await start_service(settings)
@@ -343,21 +343,21 @@ async def test_draining_stops_at_its_byte_cap(tight: Service) -> None:
 
 
 async def test_draining_stops_at_its_time_limits(tight: Service) -> None:
-    # A trickle that never goes silent for 0.5 s is cut off at linger_timeout (1.5 s)...
+    # A trickle that never goes silent for 1 s is cut off at linger_timeout (3 s)...
     reader, writer = await send_head(tight.port, _refused_head(f"Content-Length: {MB}"))
     try:
         assert (await read_answer(reader)).status == 401
         seconds, _sent = await _send_until_reset(writer, b"t", 0.1)
-        assert 1.4 < seconds < 20
+        assert 2 < seconds < 20
     finally:
         writer.close()
-    # ... and a client that goes silent, after 0.5 s of silence.
+    # ... and a client that goes silent, after 1 s of silence.
     reader, writer = await send_head(tight.port, _refused_head(f"Content-Length: {MB}"))
     try:
         assert (await read_answer(reader)).status == 401
-        await asyncio.sleep(1.2)
-        seconds, _sent = await _send_until_reset(writer, b"s", 0.1, limit=1)
-        assert seconds < 0.9  # already closed: the first writes are refused
+        await asyncio.sleep(2)
+        seconds, _sent = await _send_until_reset(writer, b"s", 0.1, limit=2.5)
+        assert seconds < 2  # already closed: the first writes are refused
     finally:
         writer.close()
 
@@ -380,3 +380,16 @@ async def test_header_blocks_far_over_the_limit_are_cut_off(tight: Service) -> N
         }
     finally:
         writer.close()
+
+
+async def test_a_refused_presigned_put_is_readable(early: Service) -> None:
+    """The local PUT endpoint refuses a bad signature before the body: 403, then the drain."""
+    url = _url(early, "/uploads/media/user/x/y.jpg?content_type=image/jpeg&size=5&expires=1&sig=0")
+    async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT) as http:
+        response = await http.put(
+            url, content=b"\0" * (5 * MB), headers={"Content-Type": "image/jpeg"}
+        )
+        assert response.status_code == 403
+        assert response.json() == {"error": "Invalid or expired upload URL"}
+        assert response.headers["Connection"] == "close"
+        assert (await http.get(_url(early, "/healthz"))).status_code == 200

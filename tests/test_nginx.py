@@ -5,6 +5,7 @@ request on the kept-alive client connection works."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import shutil
 import socket
 import subprocess
@@ -50,6 +51,10 @@ server {
     location ~ ^(/api/v1/drf/media/(batch_)?upload/?|/uploads/) {
         proxy_pass http://mediasvc;
         proxy_request_buffering off;
+        # nginx closes the connection after an answer that came before the whole body was
+        # passed on, even where it said keep-alive; a client that sent its next request
+        # meanwhile loses it. With this it says Connection: close.
+        keepalive_timeout 0;
     }
 }
 """
@@ -169,6 +174,25 @@ async def test_the_413_json_comes_through_nginx_every_time(
     seen = await asyncio.to_thread(_tries, nginx, image, Caller(sub, make_token(sub)))
     wrong = [answer for answer in seen if answer != (413, TOO_BIG, 200)]
     assert not wrong, (wrong, (nginx_dir / "error.log").read_text()[-3000:])
+
+
+def _two_gets(base: str) -> tuple[int, int, bool]:
+    connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=CLIENT_TIMEOUT)
+    try:
+        connection.request("GET", "/healthz")
+        first = connection.getresponse()
+        first.read()
+        sock = connection.sock
+        connection.request("GET", "/healthz")
+        second = connection.getresponse()
+        second.read()
+        return first.status, second.status, connection.sock is sock and sock is not None
+    finally:
+        connection.close()
+
+
+async def test_other_requests_keep_the_connection_alive(nginx: str) -> None:
+    assert await asyncio.to_thread(_two_gets, nginx) == (200, 200, True)
 
 
 async def test_uploads_stream_through_nginx(nginx: str, samples: dict[str, bytes]) -> None:
