@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from fractions import Fraction
 from typing import Any
 
-from mediasvc.pipeline.tasks import Limits, Refused, TaskSpec
+from mediasvc.pipeline.tasks import JobRefused, Limits, Refused, TaskSpec
 
 MARKER = ".cpu-limit"  # in the job's work folder: why the watchdog ended the worker
 _WATCHDOG_GRACE = 1.0  # CPU seconds past the budget before the watchdog ends the worker
@@ -35,7 +35,7 @@ _WATCHDOG_PERIOD = 0.2
 _active: CpuBudget | None = None  # a worker runs one task at a time
 
 
-class CpuLimitExceeded(Refused):
+class CpuLimitExceeded(JobRefused):
     """The job used up its CPU-time budget."""
 
 

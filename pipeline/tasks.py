@@ -80,6 +80,11 @@ class Refused(Exception):
     """The input cannot or must not be processed; the message is the reason shown to users."""
 
 
+class JobRefused(Refused):
+    """A refusal of the whole job, not of one operation (its CPU budget is spent): the
+    operations after it are not tried, and the reason is shown as it is."""
+
+
 # One operation of a job: its name and what makes its variants (raising Refused).
 Operation = tuple[str, Callable[[], list[Variant]]]
 
@@ -94,6 +99,8 @@ def run_operations(operations: list[Operation], info: dict[str, Any]) -> TaskRes
     for name, make in operations:
         try:
             variants += make()
+        except JobRefused as exc:
+            return TaskResult(variants=tuple(variants), info=info, error=str(exc))
         except Refused as exc:
             failures.setdefault(str(exc), []).append(name)
         except MemoryError:
