@@ -43,10 +43,15 @@ def new_job(
     now: int,
     options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A queued job document for `media_id`."""
+    """A queued job document for `media_id`.
+
+    `active_slot` (the media id) is set while the job is queued or running and unset when it
+    settles: a unique sparse index on it lets the database refuse a second active job.
+    """
     return {
         "_id": str(uuid.uuid4()),
         "media_id": media_id,
+        "active_slot": media_id,
         "operations": operations,
         "options": options or {},
         "state": "queued",

@@ -23,7 +23,7 @@ from mediasvc.pipeline.jobs import (
     job_summary,
     new_job,
 )
-from mediasvc.repository import Doc, MediaRepository, PrimaryTaken
+from mediasvc.repository import Doc, JobActive, MediaRepository, PrimaryTaken
 from mediasvc.services.presenter import present_media
 from mediasvc.settings import Settings
 from mediasvc.storage import BlobStore
@@ -376,11 +376,12 @@ class MediaService:
         operations, options = self._processing_request(media, body)
         if media["status"] == "pending":
             raise Conflict("The file of this media has not been uploaded yet")
-        if await self.repository.count_active_jobs(media["_id"]):
-            raise Conflict("Processing of this media is already queued")
         now = self.clock()
         job = new_job(media["_id"], operations, now, options)
-        await self.repository.insert_job(job)
+        try:
+            await self.repository.insert_job(job)  # the database keeps one active job per media
+        except JobActive:
+            raise Conflict("Processing of this media is already queued") from None
         changes = {
             "status": "processing",
             "error": None,
