@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
@@ -299,16 +299,19 @@ class MongoMediaRepository(MediaRepository):
         self, keys: list[str], media_id: str | None, not_before: int
     ) -> None:
         now = time.time_ns() // 1_000_000
+        upserts = [
+            UpdateOne(
+                {"_id": key},
+                {
+                    "$set": {"media_id": media_id, "not_before": not_before, "updated_at": now},
+                    "$setOnInsert": {"created_at": now, "attempts": 0, "error": None},
+                },
+                upsert=True,
+            )
+            for key in keys
+        ]
         with database_errors():
-            for key in keys:
-                await self._deletions.update_one(
-                    {"_id": key},
-                    {
-                        "$set": {"media_id": media_id, "not_before": not_before, "updated_at": now},
-                        "$setOnInsert": {"created_at": now, "attempts": 0, "error": None},
-                    },
-                    upsert=True,
-                )
+            await self._deletions.bulk_write(upserts, ordered=False)
 
     async def due_deletions(self, now: int, limit: int) -> list[Doc]:
         with database_errors():

@@ -24,6 +24,7 @@ from mediasvc.pipeline.jobs import (
     new_job,
 )
 from mediasvc.repository import Doc, JobActive, MediaRepository, PrimaryTaken
+from mediasvc.services.deletions import FileDeletions
 from mediasvc.services.presenter import present_media
 from mediasvc.settings import Settings
 from mediasvc.storage import BlobStore
@@ -94,6 +95,7 @@ class MediaService:
         self.settings = settings
         self.clock = clock
         self.on_job_queued = on_job_queued
+        self.deletions = FileDeletions(repository, blobs, clock)
 
     # ---- uploads
 
@@ -227,7 +229,7 @@ class MediaService:
             await self.repository.delete(media["_id"])
         except Exception:  # the database may be the thing that failed
             log.exception("could not remove the record of failed upload %s", media["_id"])
-        await self.blobs.delete([media["storage_key"]])
+        await self.deletions.delete([media["storage_key"]])
 
     def entity_for_upload(self, principal: Principal, fields: Mapping[str, Any]) -> tuple[str, str]:
         """The validated (entity_type, entity_id) of an upload; 403 without permission."""
@@ -361,12 +363,12 @@ class MediaService:
         if deleted is None:
             raise NotFound("Media not found")
         keys = [deleted["storage_key"]] + [v["key"] for v in deleted.get("variants", [])]
-        if deleted.get("thumbnail_key"):
-            keys.append(deleted["thumbnail_key"])
-        try:
-            await self.blobs.delete(keys)
-        except Exception:  # the record is gone; a leftover file is only garbage
-            log.exception("could not delete the files of media %s", media["_id"])
+        keys.append(deleted.get("thumbnail_key") or "")
+        # A presigned URL still valid can put the original back: delete it again after that.
+        grace = self.settings.pending_upload_grace * 1000
+        url_dead = (deleted.get("upload_expires_at") or 0) + grace
+        not_before = url_dead if url_dead > self.clock() else 0
+        await self.deletions.delete(keys, deleted["_id"], not_before)
 
     # ---- processing
 
