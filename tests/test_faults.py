@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +17,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from mediasvc.app import Service, start_service
-from tests.conftest import API, Caller, Client, make_token, service_settings
+from mediasvc.embedded_db import EmbeddedDatabaseError
+from tests.conftest import API, Caller, Client, make_token, multipart_body, service_settings
+from tests.test_process import Server, _video
 
 
 def _quiet(tmp_path: Path, **changes: Any) -> Any:
@@ -101,3 +108,176 @@ async def test_presigned_put_after_delete_is_refused_and_stores_nothing(
     again = await client.request("PUT", answer["upload_url"], body=content,
                                  headers=answer["upload_headers"])  # fmt: skip
     assert again.status == 404
+
+
+# ---- the embedded database dies, or left a pid file behind
+
+
+async def _answers_within(client: Client, token: str, seconds: float) -> tuple[float, set[str]]:
+    """Poll a list request and /readyz until the list answers 200; the time it took and the
+    database states readyz reported meanwhile."""
+    started = time.monotonic()
+    seen: set[str] = set()
+    while time.monotonic() - started < seconds:
+        ready = await client.request("GET", "/readyz")
+        seen.add(ready.json["checks"]["database"])
+        if (await client.request("GET", f"{API}/", token=token)).status == 200:
+            return time.monotonic() - started, seen
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no answer within {seconds}s; readyz said {seen}")
+
+
+async def _wait_until_ready(client: Client, seconds: float) -> None:
+    for _ in range(int(seconds / 0.1)):
+        if (await client.request("GET", "/readyz")).status == 200:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("not ready in time")
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+async def test_killed_embedded_database_is_restarted(
+    tmp_path: Path, samples: dict[str, bytes], in_memory: bool
+) -> None:
+    service = await start_service(_quiet(tmp_path, embedded_db_in_memory=in_memory))
+    client = Client(f"http://127.0.0.1:{service.port}")
+    caller = _caller()
+    try:
+        kept = await client.upload(caller.token, "a.txt", samples["txt"], caller.entity)
+        assert kept.status == 201
+        embedded = service.context.embedded_db
+        assert embedded is not None and embedded.pid is not None
+        os.kill(embedded.pid, signal.SIGKILL)
+        took, seen = await _answers_within(client, caller.token, 10)
+        assert "restarting" in seen or "unavailable" in seen, seen
+        await _wait_until_ready(client, 10)
+        assert embedded.restarts == 1
+        got = await client.request("GET", f"{API}/{kept.json['id']}/", token=caller.token)
+        assert got.status == (404 if in_memory else 200)  # a file-backed one keeps its data
+        again = await client.upload(caller.token, "b.txt", samples["txt"], caller.entity)
+        assert again.status == 201
+        indexes = await service.context.repository.jobs_collection.index_information()
+        unique = [i["key"] for i in indexes.values() if i.get("unique")]
+        assert [("active_slot", 1)] in unique  # rebuilt in a fresh in-memory database
+        print(f"requests answered again {took:.2f}s after the SIGKILL")
+    finally:
+        await service.stop()
+
+
+def _zombie() -> subprocess.Popen[bytes]:
+    """A child that has exited but is not reaped yet."""
+    child = subprocess.Popen(["true"])
+    for _ in range(500):
+        if Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return child
+        time.sleep(0.01)
+    raise AssertionError("the child did not become a zombie")
+
+
+@pytest.mark.parametrize("holder", ["unrelated live process", "zombie"])
+async def test_stale_pid_file_never_stops_startup(tmp_path: Path, holder: str) -> None:
+    """After a SIGKILL the pid file may name a live process (PID reuse) or a zombie."""
+    process = subprocess.Popen(["sleep", "60"]) if holder != "zombie" else _zombie()
+    settings = _quiet(tmp_path)
+    pid_file = settings.data_path / "db" / "nx-27017.pid"
+    pid_file.parent.mkdir(parents=True)
+    pid_file.write_text(f"{process.pid}\n")
+    try:
+        service = await start_service(settings)
+        try:
+            assert (
+                await Client(f"http://127.0.0.1:{service.port}").request("GET", "/readyz")
+            ).status == 200
+            embedded = service.context.embedded_db
+            assert embedded is not None
+            assert pid_file.read_text().strip() == str(embedded.pid)
+        finally:
+            await service.stop()
+        assert process.poll() is None or holder == "zombie"  # left alone
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def test_a_live_database_of_the_data_folder_is_not_taken_over(tmp_path: Path) -> None:
+    settings = _quiet(tmp_path, processing_enabled=False)
+    service = await start_service(settings)
+    try:
+        with pytest.raises(EmbeddedDatabaseError, match=r"already runs .* another mediasvc"):
+            await start_service(settings)
+        assert (
+            await Client(f"http://127.0.0.1:{service.port}").request("GET", "/readyz")
+        ).status == 200
+    finally:
+        await service.stop()
+
+
+# ---- killed server processes leave spool files and job folders behind
+
+
+def _start_upload(server: Server, token: str, sub: str, size: int) -> tuple[socket.socket, bytes]:
+    """An upload whose body is only partly sent (the rest is for the caller to send)."""
+    body, content_type = multipart_body(
+        {"entity_type": "user", "entity_id": sub}, [("file", "big.txt", b"x" * size)]
+    )
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(
+        (
+            f"POST {API}/upload/ HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body[: len(body) // 2]
+    )
+    sock.settimeout(30)
+    return sock, body[len(body) // 2 :]
+
+
+def _wait_for_paths(pattern: str, folder: Path, count: int, timeout: float = 20) -> list[Path]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(folder.glob(pattern))
+        if len(found) >= count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"{count} x {pattern} not in {folder}: {list(folder.iterdir())}")
+
+
+def test_leftovers_of_killed_servers_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    """Servers share one spool folder. One is killed mid-job, another mid-upload: a server
+    started later removes their leftovers (at start-up and by its periodic sweep) while
+    the upload of a live server goes on untouched."""
+    spool = tmp_path / "spool"
+    shared = {"spool_dir": str(spool), "dispatcher_poll_interval": "0.2"}
+    sub = str(uuid.uuid4())
+    live = Server(tmp_path / "live", **shared)
+    victim = Server(tmp_path / "victim", **shared)
+    later = None
+    try:
+        token = live.token(sub)
+        upload, rest = _start_upload(live, token, sub, 4 * 1024 * 1024)
+        (live_file,) = _wait_for_paths("upload-*", spool, 1)
+        victim_token = victim.token(sub)
+        victim.upload(victim_token, sub, "clip.mp4", _video(tmp_path))
+        victim.wait_for_descendant("ffmpeg")
+        (job_dir,) = _wait_for_paths("job-*", spool, 1)
+        victim.kill()
+        later = Server(tmp_path / "victim", sweep_interval="0.5", **shared)
+        assert not job_dir.exists(), "the killed server's job folder is still there"
+        assert live_file.exists(), "a live server's spool file was removed"
+        upload.sendall(rest)
+        assert upload.recv(65536).startswith(b"HTTP/1.1 201")
+        upload.close()
+        upload, _ = _start_upload(live, token, sub, 4 * 1024 * 1024)
+        (orphan,) = _wait_for_paths("upload-*", spool, 1)
+        live.kill()
+        upload.close()
+        deadline = time.monotonic() + 10
+        while orphan.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not orphan.exists(), "the periodic sweep left a dead server's spool file"
+        assert [p.name for p in spool.iterdir() if not p.name.startswith("owner-")] == []
+        assert len(list(spool.glob("owner-*.lock"))) == 1  # the later server's own
+    finally:
+        for server in (live, victim, later):
+            if server is not None:
+                server.kill()
