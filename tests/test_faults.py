@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -10,15 +11,27 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psutil
 import pytest
 
 from mediasvc.app import Service, start_service
 from mediasvc.embedded_db import EmbeddedDatabaseError
-from tests.conftest import API, Caller, Client, make_token, multipart_body, service_settings
+from tests.conftest import (
+    API,
+    S3_ACCESS_KEY,
+    S3_SECRET_KEY,
+    Caller,
+    Client,
+    make_token,
+    multipart_body,
+    seaweedfs,
+    service_settings,
+)
 from tests.test_process import Server, _video
 
 
@@ -281,3 +294,107 @@ def test_leftovers_of_killed_servers_are_removed_and_live_ones_kept(tmp_path: Pa
         for server in (live, victim, later):
             if server is not None:
                 server.kill()
+
+
+# ---- file deletions while the storage is down
+
+
+async def _ready(client: Client, caller: Caller, media_id: str) -> dict[str, Any]:
+    for _ in range(300):
+        media: dict[str, Any] = (
+            await client.request("GET", f"{API}/{media_id}/", token=caller.token)
+        ).json
+        if media["status"] in ("ready", "failed"):
+            return media
+        await asyncio.sleep(0.1)
+    raise AssertionError("did not settle")
+
+
+async def test_deletes_while_s3_is_down_are_done_when_it_is_back(
+    tmp_path: Path, samples: dict[str, bytes]
+) -> None:
+    """DELETE with SeaweedFS stopped answers 204 and records the files; once S3 is back the
+    sweep deletes the original and its variants. A presigned PUT to S3 after its media was
+    deleted leaves an object that the sweep removes once the URL has expired."""
+    weed = tmp_path / "weed"
+    with contextlib.ExitStack() as stack:
+        first = stack.enter_context(seaweedfs(weed))
+        settings = _quiet(
+            tmp_path, storage="s3", s3_bucket="deletions", s3_endpoint_url=first.endpoint,
+            s3_access_key=S3_ACCESS_KEY, s3_secret_key=S3_SECRET_KEY, s3_addressing_style="path",
+            s3_create_bucket=True, s3_max_attempts=1, dispatcher_poll_interval=0.1,
+        )  # fmt: skip
+        service = await start_service(settings)
+        try:
+            await _delete_with_s3_down_then_sweep(service, stack, weed, first.ports, samples)
+        finally:
+            await service.stop()
+
+
+async def _delete_with_s3_down_then_sweep(
+    service: Service,
+    stack: contextlib.ExitStack,
+    weed: Path,
+    ports: tuple[int, int, int, int],
+    samples: dict[str, bytes],
+) -> None:
+    client, caller = Client(f"http://127.0.0.1:{service.port}"), _caller()
+    blobs, sweeper = service.context.blobs, service.context.sweeper
+    uploaded = await client.upload(caller.token, "a.jpg", samples["jpg"], caller.entity)
+    media = await _ready(client, caller, uploaded.json["id"])
+    record = await service.context.repository.get(media["id"])
+    assert record is not None
+    keys = [record["storage_key"], *(v["key"] for v in record["variants"])]
+    assert len(keys) == 4 and all([await blobs.exists(k) for k in keys])  # original + 3 variants
+
+    request = {"filename": "p.jpg", "content_type": "image/jpeg", "file_size": 3}
+    body = {**request, **caller.entity}
+    answer = (
+        await client.request("POST", f"{API}/presigned_upload/", token=caller.token, json_body=body)
+    ).json
+    gone = await client.request("DELETE", f"{API}/{answer['media_id']}/", token=caller.token)
+    assert gone.status == 204
+    put = await client.request("PUT", answer["upload_url"], body=b"abc",
+                               headers=answer["upload_headers"])  # fmt: skip
+    assert put.status == 200  # S3 cannot know the media is gone
+    assert await blobs.exists(answer["storage_key"])
+
+    _stop(stack)  # SeaweedFS goes down
+    deleted = await client.request("DELETE", f"{API}/{media['id']}/", token=caller.token)
+    assert deleted.status == 204
+    report = await sweeper.sweep()
+    assert report["pending_deletions"] == 5 and "errors" in report
+
+    with contextlib.ExitStack() as again:
+        again.enter_context(seaweedfs(weed, ports))  # back, with the same objects
+        await _sweep_when_back(service, keys, answer)
+        _stop(again)
+
+
+def _stop(stack: contextlib.ExitStack) -> None:
+    """SIGKILL the SeaweedFS of `stack` (it takes 15 s to stop on SIGTERM)."""
+    for process in psutil.Process().children():
+        if process.name() == "weed":
+            process.kill()
+            process.wait()
+    stack.close()
+
+
+async def _sweep_when_back(service: Service, keys: list[str], answer: dict[str, Any]) -> None:
+    blobs, sweeper = service.context.blobs, service.context.sweeper
+    assert all([await blobs.exists(k) for k in keys])
+    report = await sweeper.sweep()
+    assert report["deleted_files"] == 4 and report["pending_deletions"] == 1, report
+    assert not any([await blobs.exists(k) for k in keys])
+    assert await blobs.exists(answer["storage_key"])  # its URL may still put it back
+    expired = answer_expiry_ms(service, answer) + 1
+    assert await service.context.media.deletions.retry(now=expired) == {
+        "deleted_files": 1, "pending_deletions": 0,
+    }  # fmt: skip
+    assert not await blobs.exists(answer["storage_key"])
+
+
+def answer_expiry_ms(service: Service, answer: dict[str, Any]) -> int:
+    """When a presigned URL is dead for good: its expiry plus the grace of the sweep."""
+    expires = datetime.fromisoformat(answer["expires_at"].replace("Z", "+00:00"))
+    return int(expires.timestamp() * 1000) + service.context.settings.pending_upload_grace * 1000
