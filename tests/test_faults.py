@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -32,7 +33,7 @@ from tests.conftest import (
     seaweedfs,
     service_settings,
 )
-from tests.test_process import Server, _video
+from tests.test_process import BIN, Server, _video, service_env
 
 
 def _quiet(tmp_path: Path, **changes: Any) -> Any:
@@ -398,3 +399,37 @@ def answer_expiry_ms(service: Service, answer: dict[str, Any]) -> int:
     """When a presigned URL is dead for good: its expiry plus the grace of the sweep."""
     expires = datetime.fromisoformat(answer["expires_at"].replace("Z", "+00:00"))
     return int(expires.timestamp() * 1000) + service.context.settings.pending_upload_grace * 1000
+
+
+# ---- `mediasvc gc` beside a running server
+
+
+def _gc(data: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "mediasvc"), "gc", "--data-dir", str(data)],
+        env=service_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_gc_beside_a_running_server_uses_its_database(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    server = Server(data)
+    try:
+        sub = str(uuid.uuid4())
+        token = server.token(sub)
+        media = server.upload(token, sub, "notes.txt", b"hello\n")
+        (data / "spool" / "upload-123-0123abcd-leftover").write_bytes(b"x")  # a dead owner's
+        result = _gc(data)
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["orphaned_spool_entries"] == 1 and report["pending_deletions"] == 0
+        assert "Traceback" not in result.stderr
+        status, again = server.request("GET", f"{API}/{media['id']}/", token)
+        assert status == 200 and again["id"] == media["id"]  # the server is unharmed
+    finally:
+        server.stop()
+    result = _gc(data)  # no server now: gc starts the database itself, on the same data
+    assert result.returncode == 0, result.stderr
