@@ -80,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "gc":
-            print(json.dumps(asyncio.run(collect_garbage(settings))))
-            return 0
+            report = asyncio.run(collect_garbage(settings))
+            print(json.dumps(report))
+            return 1 if "errors" in report else 0  # a step could not run: cron should say so
         run = run_worker if args.command == "worker" else serve
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run(settings))

@@ -71,6 +71,8 @@ async def test_concurrent_process_requests_queue_one_job(
     )
     statuses = sorted(answer.status for answer in answers)
     assert statuses == [202] + [409] * 11
+    accepted = next(a for a in answers if a.status == 202)
+    assert accepted.json["status"] == "processing" and accepted.json["job"]["state"] == "queued"
     refused = next(a for a in answers if a.status == 409)
     assert refused.json == {"error": "Processing of this media is already queued"}
     jobs = service.context.repository.jobs_collection
@@ -359,6 +361,8 @@ async def _delete_with_s3_down_then_sweep(
                                headers=answer["upload_headers"])  # fmt: skip
     assert put.status == 200  # S3 cannot know the media is gone
     assert await blobs.exists(answer["storage_key"])
+    confirm = f"{API}/{answer['media_id']}/confirm_upload/"
+    assert (await client.request("POST", confirm, token=caller.token)).status == 404
 
     _stop(stack)  # SeaweedFS goes down
     deleted = await client.request("DELETE", f"{API}/{media['id']}/", token=caller.token)

@@ -390,9 +390,13 @@ class MediaService:
             "job": job_summary(job),
             "updated_at": now,
         }
-        updated = await self.repository.update(media["_id"], changes) or _gone()
+        # A dispatcher may have claimed (or even finished) the job already: it then replaced
+        # the summary we read, and its newer state must not be put back to "queued".
+        seen = media.get("job")
+        unchanged = {"job.id": seen["id"]} if seen else {"job": None}
+        updated = await self.repository.update(media["_id"], changes, where=unchanged)
         self.on_job_queued()
-        return updated
+        return updated or await self.get_visible_by_id(media["_id"])
 
     def _processing_request(self, media: Doc, body: Mapping[str, Any]) -> tuple[list[str], Doc]:
         _only_keys(body, {"operations", "options"})
