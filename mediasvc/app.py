@@ -35,7 +35,7 @@ from mediasvc.services.media import MediaService
 from mediasvc.services.presigned import PresignedUploads
 from mediasvc.services.sweeper import Sweeper
 from mediasvc.settings import Settings
-from mediasvc.spool import owner_tag
+from mediasvc.spool import claim_spool, release_spool
 from mediasvc.storage import BlobStore
 from mediasvc.storage.local import LocalBlobStore, UrlSigner
 from mediasvc.storage.s3 import S3BlobStore
@@ -178,8 +178,9 @@ async def _start_housekeeping(context: AppContext, stack: AsyncExitStack) -> Non
     settings = context.settings
     await context.sweeper.sweep_spool()
     await asyncio.get_running_loop().run_in_executor(
-        context.io_executor, owner_tag, settings.spool_path
+        context.io_executor, claim_spool, settings.spool_path
     )
+    stack.callback(release_spool, settings.spool_path)  # after the dispatcher has stopped
     if settings.sweep_interval > 0:
         sweeper = asyncio.create_task(context.sweeper.sweep_forever(), name="sweeper")
         stack.push_async_callback(_cancel, sweeper)

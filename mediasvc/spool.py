@@ -61,11 +61,18 @@ class SpoolOwner:
 
     def __init__(self, spool_dir: Path) -> None:
         self.tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.users = 0  # services of this process that claimed it (see claim_spool)
         spool_dir.mkdir(parents=True, exist_ok=True)
         temporary = spool_dir / f".owner-{self.tag}.tmp"
         self._fd = os.open(temporary, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
-        os.rename(temporary, spool_dir / f"owner-{self.tag}.lock")
+        self.lock_path = spool_dir / f"owner-{self.tag}.lock"
+        os.rename(temporary, self.lock_path)
+
+    def release(self) -> None:
+        """Give the claim up (a clean stop); anything still tagged is then a leftover."""
+        self.lock_path.unlink(missing_ok=True)
+        os.close(self._fd)
 
 
 # One owner per process and spool folder, for the life of the process: the lock must be held
@@ -80,6 +87,26 @@ def owner_tag(spool_dir: Path) -> str:
     if owner is None:
         owner = _owners[key] = SpoolOwner(key[1])
     return owner.tag
+
+
+def claim_spool(spool_dir: Path) -> str:
+    """Take part in this process's claim on `spool_dir` (a service starting); the claim is
+    given up when the last part of the process that took it lets it go."""
+    tag = owner_tag(spool_dir)
+    _owners[(os.getpid(), spool_dir.resolve())].users += 1
+    return tag
+
+
+def release_spool(spool_dir: Path) -> None:
+    """Let go of a claim taken with `claim_spool` (a clean stop)."""
+    key = (os.getpid(), spool_dir.resolve())
+    owner = _owners.get(key)
+    if owner is None:
+        return
+    owner.users -= 1
+    if owner.users <= 0:
+        del _owners[key]
+        owner.release()
 
 
 def _own_tags() -> set[str]:

@@ -435,5 +435,6 @@ def test_gc_beside_a_running_server_uses_its_database(tmp_path: Path) -> None:
         assert status == 200 and again["id"] == media["id"]  # the server is unharmed
     finally:
         server.stop()
+    assert list((data / "spool").iterdir()) == []  # a clean stop gives its lock file up
     result = _gc(data)  # no server now: gc starts the database itself, on the same data
     assert result.returncode == 0, result.stderr
