@@ -143,7 +143,8 @@ class EmbeddedMongo:
         self.watch_interval = watch_interval
         self.port = 0
         self.state = "stopped"  # running, restarting, stopped
-        self.restarts = 0
+        self.restarts = 0  # successful restarts after a death
+        self.failed_restarts = 0  # attempts that did not come up (each followed by a longer wait)
         self._process: subprocess.Popen[bytes] | None = None
         self._watcher: asyncio.Task[None] | None = None
 
@@ -225,6 +226,7 @@ class EmbeddedMongo:
                 await asyncio.sleep(delay)
                 if await self._restart():
                     break
+                self.failed_restarts += 1
                 delay = min(delay * 2, self.restart_max_delay)
                 log.warning("the embedded database did not start; retrying in %.1fs", delay)
             started = time.monotonic()

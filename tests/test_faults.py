@@ -180,6 +180,38 @@ async def test_killed_embedded_database_is_restarted(
         await service.stop()
 
 
+async def test_restarts_back_off_while_the_database_cannot_start(tmp_path: Path) -> None:
+    """Its port is taken when it dies: starts fail (readyz says restarting, answers are 503)
+    and are retried with growing waits; once the port is free it comes back by itself."""
+    settings = _quiet(tmp_path, embedded_db_restart_delay=0.1, embedded_db_restart_max_delay=0.8)
+    service = await start_service(settings)
+    client, caller = Client(f"http://127.0.0.1:{service.port}"), _caller()
+    embedded = service.context.embedded_db
+    assert embedded is not None and embedded.pid is not None
+    blocker = socket.socket()
+    try:
+        os.kill(embedded.pid, signal.SIGKILL)
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        for _ in range(100):  # until the killed database has let go of its port
+            with contextlib.suppress(OSError):
+                blocker.bind(("127.0.0.1", embedded.port))
+                break
+            await asyncio.sleep(0.01)
+        blocker.listen()
+        await _wait_for(lambda: embedded.failed_restarts >= 3, timeout=20)
+        ready = await client.request("GET", "/readyz")
+        assert ready.status == 503 and ready.json["checks"]["database"] == "restarting"
+        assert (await client.request("GET", f"{API}/", token=caller.token)).status == 503
+        blocker.close()
+        took, _ = await _answers_within(client, caller.token, 10)
+        assert embedded.restarts == 1
+        await _wait_until_ready(client, 10)
+        print(f"back {took:.2f}s after the port was free, {embedded.failed_restarts} failed starts")
+    finally:
+        blocker.close()
+        await service.stop()
+
+
 def _zombie() -> subprocess.Popen[bytes]:
     """A child that has exited but is not reaped yet."""
     child = subprocess.Popen(["true"])
