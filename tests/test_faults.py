@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import psutil
 import pytest
 
 from mediasvc.app import Service, start_service
@@ -28,6 +27,7 @@ from tests.conftest import (
     S3_SECRET_KEY,
     Caller,
     Client,
+    S3Server,
     make_token,
     multipart_body,
     seaweedfs,
@@ -361,7 +361,7 @@ async def test_deletes_while_s3_is_down_are_done_when_it_is_back(
         )  # fmt: skip
         service = await start_service(settings)
         try:
-            await _delete_with_s3_down_then_sweep(service, stack, weed, first.ports, samples)
+            await _delete_with_s3_down_then_sweep(service, stack, first, weed, samples)
         finally:
             await service.stop()
 
@@ -369,8 +369,8 @@ async def test_deletes_while_s3_is_down_are_done_when_it_is_back(
 async def _delete_with_s3_down_then_sweep(
     service: Service,
     stack: contextlib.ExitStack,
+    first: S3Server,
     weed: Path,
-    ports: tuple[int, int, int, int],
     samples: dict[str, bytes],
 ) -> None:
     client, caller = Client(f"http://127.0.0.1:{service.port}"), _caller()
@@ -396,24 +396,22 @@ async def _delete_with_s3_down_then_sweep(
     confirm = f"{API}/{answer['media_id']}/confirm_upload/"
     assert (await client.request("POST", confirm, token=caller.token)).status == 404
 
-    _stop(stack)  # SeaweedFS goes down
+    _stop(first, stack)  # SeaweedFS goes down
     deleted = await client.request("DELETE", f"{API}/{media['id']}/", token=caller.token)
     assert deleted.status == 204
     report = await sweeper.sweep()
     assert report["pending_deletions"] == 5 and "errors" in report
 
     with contextlib.ExitStack() as again:
-        again.enter_context(seaweedfs(weed, ports))  # back, with the same objects
+        back = again.enter_context(seaweedfs(weed, first.ports))  # with the same objects
         await _sweep_when_back(service, keys, answer)
-        _stop(again)
+        _stop(back, again)
 
 
-def _stop(stack: contextlib.ExitStack) -> None:
-    """SIGKILL the SeaweedFS of `stack` (it takes 15 s to stop on SIGTERM)."""
-    for process in psutil.Process().children():
-        if process.name() == "weed":
-            process.kill()
-            process.wait()
+def _stop(server: S3Server, stack: contextlib.ExitStack) -> None:
+    """SIGKILL a SeaweedFS (it takes 15 s to stop on SIGTERM), then leave its context."""
+    server.process.kill()
+    server.process.wait()
     stack.close()
 
 
