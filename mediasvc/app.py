@@ -91,6 +91,8 @@ class Service:
         let running jobs finish (or hand them back), close the database, stop the embedded
         one last."""
         settings = self.context.settings
+        if self.context.embedded_db is not None:  # from now on its exit is no fault
+            await self.context.embedded_db.stop_supervising()
         self.server.stop()
         if self.context.dispatcher is not None:
             self.context.dispatcher.stop_claiming()

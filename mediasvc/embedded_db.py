@@ -199,6 +199,9 @@ class EmbeddedMongo:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            # Its own process group: a Ctrl-C or a group signal meant for the server does not
+            # take the database away while the server drains; it stops last, or with us.
+            process_group=0,
         )
         if await self._wait_until_ready():
             return True
