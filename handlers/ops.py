@@ -27,7 +27,7 @@ class ReadyHandler(BaseHandler):
 
     async def get(self) -> None:
         checks = {
-            "database": await _check(self.ctx.repository.ping),
+            "database": await self._database(),
             "storage": await _check(self.ctx.blobs.check),
         }
         if all(state == "ok" for state in checks.values()):
@@ -35,6 +35,12 @@ class ReadyHandler(BaseHandler):
             return
         self.set_header("Retry-After", "2")
         self.write_json({"error": "Not ready", "checks": checks}, status=503)
+
+    async def _database(self) -> str:
+        embedded = self.ctx.embedded_db
+        if embedded is not None and embedded.state == "restarting":
+            return "restarting"  # it died and is being started again: no need to ask it
+        return await _check(self.ctx.repository.ping)
 
 
 class MetricsHandler(BaseHandler):

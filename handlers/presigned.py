@@ -81,11 +81,17 @@ class LocalPutHandler(BaseHandler):
         self.spool = SpoolWriter(self.ctx.settings.spool_path, self.ctx.io_executor)
 
     async def _check_unused(self, key: str) -> None:
+        await self._check_expected(key)
+        if await self.ctx.blobs.exists(key):
+            raise Conflict("This upload URL was already used")
+
+    async def _check_expected(self, key: str) -> None:
+        """404 unless a pending media still waits for this key (it may have been deleted)."""
         match = _MEDIA_KEY.fullmatch(key)
         media = await self.ctx.repository.get(match.group(1)) if match else None
         if media is None or media["storage_key"] != key:
             raise NotFound("No upload is expected at this URL")
-        if media["status"] != "pending" or await self.ctx.blobs.exists(key):
+        if media["status"] != "pending":
             raise Conflict("This upload URL was already used")
 
     async def data_received(self, chunk: bytes) -> None:
@@ -116,13 +122,25 @@ class LocalPutHandler(BaseHandler):
                     f"Body is {spool.size} bytes, not the declared {self.declared_size}"
                 )
             await spool.finish()
-            store = self.ctx.blobs
-            assert isinstance(store, LocalBlobStore)
-            if not await store.put_new_file(key, spool.path):
-                raise Conflict("This upload URL was already used")
+            await self._check_expected(key)  # the media may have been deleted meanwhile
+            await self._store(key, spool)
         finally:
             spool.discard()
         self.write_json({"storage_key": key, "size": self.declared_size})
+
+    async def _store(self, key: str, spool: SpoolWriter) -> None:
+        """Link the file into place, then look at the record again: a DELETE that removed it
+        before our link did not see our file, so we remove it ourselves. (A DELETE after this
+        look finds the file and removes it.)"""
+        store = self.ctx.blobs
+        assert isinstance(store, LocalBlobStore)
+        if not await store.put_new_file(key, spool.path):
+            raise Conflict("This upload URL was already used")
+        try:
+            await self._check_expected(key)
+        except NotFound:
+            await store.delete([key])
+            raise
 
     def on_connection_close(self) -> None:
         if self.spool is not None and not self.body_complete:

@@ -23,7 +23,7 @@ from mediasvc import metrics
 from mediasvc.auth import TokenAuthority
 from mediasvc.context import AppContext
 from mediasvc.cors import CorsPolicy
-from mediasvc.embedded_db import EmbeddedMongo
+from mediasvc.embedded_db import EmbeddedMongo, running_database_uri
 from mediasvc.errors import Unavailable
 from mediasvc.handlers import files, media, openapi, ops, presigned, upload
 from mediasvc.handlers.base import NotFoundHandler, log_request
@@ -35,7 +35,9 @@ from mediasvc.repository import MongoMediaRepository
 from mediasvc.secretfiles import resolve_secrets
 from mediasvc.services.media import MediaService
 from mediasvc.services.presigned import PresignedUploads
+from mediasvc.services.sweeper import Sweeper
 from mediasvc.settings import Settings
+from mediasvc.spool import claim_spool, release_spool
 from mediasvc.storage import BlobStore
 from mediasvc.storage.local import LocalBlobStore, UrlSigner
 from mediasvc.storage.s3 import S3BlobStore
@@ -102,6 +104,8 @@ class Service:
         let running jobs finish (or hand them back), close the database, stop the embedded
         one last."""
         settings = self.context.settings
+        if self.context.embedded_db is not None:  # from now on its exit is no fault
+            await self.context.embedded_db.stop_supervising()
         self.server.stop()
         if self.context.dispatcher is not None:
             self.context.dispatcher.stop_claiming()
@@ -117,6 +121,7 @@ async def start_service(settings: Settings) -> Service:
     stack = AsyncExitStack()
     try:
         context = await _build_context(settings, stack)
+        await _start_housekeeping(context, stack)
         server = make_server(
             make_app(context),
             early_answer_limits(settings),
@@ -131,9 +136,6 @@ async def start_service(settings: Settings) -> Service:
         )
         server.add_sockets(sockets)
         port = int(sockets[0].getsockname()[1])
-        if settings.sweep_interval > 0:
-            sweeper = asyncio.create_task(context.presigned.sweep_forever(), name="sweeper")
-            stack.push_async_callback(_cancel, sweeper)
         return Service(context, server, port, stack)
     except BaseException:
         await stack.aclose()
@@ -146,7 +148,8 @@ async def _build_context(settings: Settings, stack: AsyncExitStack) -> AppContex
     jwt_secret, url_secret = resolve_secrets(
         settings.jwt_secret, settings.url_signing_secret, settings.secrets_path
     )
-    uri = settings.mongodb_uri or await _start_embedded_db(settings, stack)
+    embedded = None if settings.mongodb_uri else await _start_embedded_db(settings, stack)
+    uri = settings.mongodb_uri or (embedded.uri if embedded else "")
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         uri,
         tz_aware=True,
@@ -157,6 +160,9 @@ async def _build_context(settings: Settings, stack: AsyncExitStack) -> AppContex
     repository = MongoMediaRepository(client, settings.mongodb_database)
     stack.push_async_callback(repository.close)
     await _wait_for_database(repository, settings.startup_timeout)
+    if embedded is not None:
+        embedded.supervise(lambda: _wait_for_database(repository, settings.startup_timeout))
+        stack.push_async_callback(embedded.stop_supervising)
     executor = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="mediasvc-io")
     stack.callback(executor.shutdown, wait=True)
     blobs = await make_blob_store(settings, url_secret, executor, stack)
@@ -167,6 +173,7 @@ async def _build_context(settings: Settings, stack: AsyncExitStack) -> AppContex
         settings,
         on_job_queued=dispatcher.wake if dispatcher else lambda: None,
     )
+    presigned_uploads = PresignedUploads(media)
     return AppContext(
         settings=settings,
         tokens=TokenAuthority(settings, jwt_secret),
@@ -174,9 +181,25 @@ async def _build_context(settings: Settings, stack: AsyncExitStack) -> AppContex
         blobs=blobs,
         io_executor=executor,
         media=media,
-        presigned=PresignedUploads(media),
+        presigned=presigned_uploads,
+        sweeper=Sweeper(presigned_uploads, media.deletions, settings, executor),
         dispatcher=dispatcher,
+        embedded_db=embedded,
     )
+
+
+async def _start_housekeeping(context: AppContext, stack: AsyncExitStack) -> None:
+    """Remove what killed processes left in the spool, claim our own part of it, and start
+    the periodic sweep."""
+    settings = context.settings
+    await context.sweeper.sweep_spool()
+    await asyncio.get_running_loop().run_in_executor(
+        context.io_executor, claim_spool, settings.spool_path
+    )
+    stack.callback(release_spool, settings.spool_path)  # after the dispatcher has stopped
+    if settings.sweep_interval > 0:
+        sweeper = asyncio.create_task(context.sweeper.sweep_forever(), name="sweeper")
+        stack.push_async_callback(_cancel, sweeper)
 
 
 def _start_dispatcher(
@@ -219,14 +242,18 @@ async def _wait_for_database(repository: MongoMediaRepository, timeout: float) -
             await asyncio.sleep(1)
 
 
-async def _start_embedded_db(settings: Settings, stack: AsyncExitStack) -> str:
+async def _start_embedded_db(settings: Settings, stack: AsyncExitStack) -> EmbeddedMongo:
     embedded = EmbeddedMongo(
         settings.data_path,
         in_memory=settings.embedded_db_in_memory,
         start_timeout=settings.embedded_db_start_timeout,
+        restart_delay=settings.embedded_db_restart_delay,
+        restart_max_delay=settings.embedded_db_restart_max_delay,
+        watch_interval=settings.embedded_db_watch_interval,
     )
     stack.callback(embedded.stop)  # registered first, so it is stopped last
-    return await embedded.start()
+    await embedded.start()
+    return embedded
 
 
 async def serve(settings: Settings) -> None:
@@ -244,7 +271,8 @@ async def run_worker(settings: Settings) -> None:
     """A dispatcher and worker pool without HTTP, for nodes that only process."""
     stack = AsyncExitStack()
     try:
-        await _build_context(settings.replace(processing_enabled=True), stack)
+        context = await _build_context(settings.replace(processing_enabled=True), stack)
+        await _start_housekeeping(context, stack)
         log.info("mediasvc worker running with %d worker processes", settings.workers)
         await _until_signalled()
         log.info("shutting down")
@@ -252,11 +280,20 @@ async def run_worker(settings: Settings) -> None:
         await stack.aclose()
 
 
-async def collect_garbage(settings: Settings) -> dict[str, int]:
-    """One sweep of expired presigned uploads and stale multipart uploads (`mediasvc gc`)."""
+async def collect_garbage(settings: Settings) -> dict[str, int | list[str]]:
+    """One sweep (`mediasvc gc`): expired presigned uploads, stale multipart uploads, orphaned
+    spool entries, and file deletions still to do.
+
+    Beside a running server that has its embedded database, it uses that database (found
+    through the pid and port files under <data_dir>/db) instead of starting a second one.
+    """
+    if not settings.mongodb_uri:
+        uri = running_database_uri(settings.data_path)
+        if uri is not None:
+            settings = settings.replace(mongodb_uri=uri)
     async with AsyncExitStack() as stack:
         context = await _build_context(settings.replace(processing_enabled=False), stack)
-        return await context.presigned.sweep()
+        return await context.sweeper.sweep()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -12,7 +12,8 @@ import sys
 from typing import Any
 
 from mediasvc.auth import TokenAuthority, valid_grant
-from mediasvc.embedded_db import run_database
+from mediasvc.embedded_db import EmbeddedDatabaseError, run_database
+from mediasvc.errors import MediaError
 from mediasvc.secretfiles import resolve_secrets
 from mediasvc.settings import Settings, SettingsError, load_settings, render
 
@@ -77,13 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     _share_metrics(settings)
     from mediasvc.app import collect_garbage, run_worker, serve  # after the metrics folder is set
 
-    if args.command == "gc":
-        print(json.dumps(asyncio.run(collect_garbage(settings))))
-        return 0
-
-    run = run_worker if args.command == "worker" else serve
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(settings))
+    try:
+        if args.command == "gc":
+            report = asyncio.run(collect_garbage(settings))
+            print(json.dumps(report))
+            return 1 if "errors" in report else 0  # a step could not run: cron should say so
+        run = run_worker if args.command == "worker" else serve
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run(settings))
+    except (EmbeddedDatabaseError, MediaError) as exc:  # one line that says what to do
+        print(f"mediasvc: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

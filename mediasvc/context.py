@@ -6,11 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from mediasvc.auth import TokenAuthority
+from mediasvc.embedded_db import EmbeddedMongo
 from mediasvc.lifecycle import InFlight, Slots
 from mediasvc.pipeline.dispatcher import Dispatcher
 from mediasvc.repository import MediaRepository
 from mediasvc.services.media import MediaService
 from mediasvc.services.presigned import PresignedUploads
+from mediasvc.services.sweeper import Sweeper
 from mediasvc.settings import Settings
 from mediasvc.storage import BlobStore
 
@@ -26,6 +28,8 @@ class AppContext:
     io_executor: ThreadPoolExecutor
     media: MediaService
     presigned: PresignedUploads
+    sweeper: Sweeper
     dispatcher: Dispatcher | None = None
+    embedded_db: EmbeddedMongo | None = None  # when this process runs its own database
     requests: InFlight = field(default_factory=InFlight)
     uploads: Slots = field(default_factory=Slots)

@@ -31,7 +31,7 @@ URI: Schema = {"type": "string", "format": "uri"}
 COUNTER: Schema = {"type": "integer", "minimum": 0}
 TEXT: Schema = {"type": "string"}
 ENTITY_TYPE: Schema = {"type": "string", "pattern": ENTITY_TYPE_PATTERN}
-_CHECK: Schema = {"type": "string", "enum": ["ok", "timeout", "unavailable"]}
+_CHECK: Schema = {"type": "string", "enum": ["ok", "timeout", "unavailable", "restarting"]}
 
 
 def openapi_document(server_url: str) -> dict[str, Any]:

@@ -3,16 +3,19 @@
 Exactly one primary media per entity is enforced by the database: the primary record
 carries ``primary_slot = "<entity_type>:<entity_id>"`` and a unique index that only
 covers records having that field (sparse, so it is partial on any MongoDB-wire server).
+At most one queued or running job per media is enforced the same way (``active_slot``).
+File deletions that could not be done yet are kept in ``deletions`` until a sweep does them.
 """
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
@@ -25,6 +28,10 @@ LIST_ORDER = [("display_order", ASCENDING), ("created_at", DESCENDING), ("_id", 
 
 class PrimaryTaken(Exception):
     """Another media of the entity became primary at the same moment."""
+
+
+class JobActive(Exception):
+    """The media already has a queued or running job (the database refused a second one)."""
 
 
 @contextmanager
@@ -107,11 +114,29 @@ class MediaRepository(ABC):
 
     @abstractmethod
     async def insert_job(self, job: Doc) -> None:
-        """Queue a processing job."""
+        """Queue a processing job; JobActive if its media already has an active one."""
 
     @abstractmethod
-    async def count_active_jobs(self, media_id: str) -> int:
-        """Queued or running jobs of one media."""
+    async def record_deletions(
+        self, keys: list[str], media_id: str | None, not_before: int
+    ) -> None:
+        """Remember that these storage keys must be deleted (not before `not_before`, ms)."""
+
+    @abstractmethod
+    async def due_deletions(self, now: int, limit: int) -> list[Doc]:
+        """Recorded deletions whose time has come, oldest first."""
+
+    @abstractmethod
+    async def forget_deletions(self, keys: list[str]) -> None:
+        """Drop the records of deletions that are done (or no longer wanted)."""
+
+    @abstractmethod
+    async def deletions_failed(self, keys: list[str], error: str) -> None:
+        """Count a failed attempt at these deletions."""
+
+    @abstractmethod
+    async def count_deletions(self) -> int:
+        """How many file deletions are still to be done."""
 
     @abstractmethod
     async def count_jobs(self, states: tuple[str, ...]) -> dict[str, int]:
@@ -135,6 +160,7 @@ class MongoMediaRepository(MediaRepository):
         self._db: AsyncDatabase[Doc] = client[database]
         self._media = self._db["media"]
         self._jobs = self._db["jobs"]
+        self._deletions = self._db["deletions"]
 
     async def ensure_indexes(self) -> None:
         with database_errors():
@@ -166,6 +192,26 @@ class MongoMediaRepository(MediaRepository):
                 ],
                 name="claim_order_by_lane",
             )
+            await self._jobs.create_index(
+                [("active_slot", ASCENDING)],
+                unique=True,
+                sparse=True,
+                name="one_active_job_per_media",
+            )
+            await self._deletions.create_index([("not_before", ASCENDING)], name="due_order")
+        await self._mark_active_jobs()
+
+    async def _mark_active_jobs(self) -> None:
+        """Jobs queued before `active_slot` existed get it, so the index covers them too."""
+        with database_errors():
+            cursor = self._jobs.find(
+                {"state": {"$in": list(ACTIVE_STATES)}, "active_slot": {"$exists": False}}
+            )
+            for job in await cursor.to_list():
+                with suppress(DuplicateKeyError):  # a duplicate of an older one: left as it is
+                    await self._jobs.update_one(
+                        {"_id": job["_id"]}, {"$set": {"active_slot": job["media_id"]}}
+                    )
 
     async def ping(self) -> None:
         with database_errors():
@@ -252,14 +298,49 @@ class MongoMediaRepository(MediaRepository):
             return await cursor.limit(limit).to_list()
 
     async def insert_job(self, job: Doc) -> None:
-        with database_errors():
-            await self._jobs.insert_one(job)
+        try:
+            with database_errors():
+                await self._jobs.insert_one(job)
+        except DuplicateKeyError:
+            raise JobActive(job["media_id"]) from None
 
-    async def count_active_jobs(self, media_id: str) -> int:
-        with database_errors():
-            return await self._jobs.count_documents(
-                {"media_id": media_id, "state": {"$in": list(ACTIVE_STATES)}}
+    async def record_deletions(
+        self, keys: list[str], media_id: str | None, not_before: int
+    ) -> None:
+        now = time.time_ns() // 1_000_000
+        upserts = [
+            UpdateOne(
+                {"_id": key},
+                {
+                    "$set": {"media_id": media_id, "not_before": not_before, "updated_at": now},
+                    "$setOnInsert": {"created_at": now, "attempts": 0, "error": None},
+                },
+                upsert=True,
             )
+            for key in keys
+        ]
+        with database_errors():
+            await self._deletions.bulk_write(upserts, ordered=False)
+
+    async def due_deletions(self, now: int, limit: int) -> list[Doc]:
+        with database_errors():
+            cursor = self._deletions.find({"not_before": {"$lte": now}}).sort("not_before", 1)
+            return await cursor.limit(limit).to_list()
+
+    async def forget_deletions(self, keys: list[str]) -> None:
+        if keys:
+            with database_errors():
+                await self._deletions.delete_many({"_id": {"$in": keys}})
+
+    async def deletions_failed(self, keys: list[str], error: str) -> None:
+        with database_errors():
+            await self._deletions.update_many(
+                {"_id": {"$in": keys}}, {"$inc": {"attempts": 1}, "$set": {"error": error[:500]}}
+            )
+
+    async def count_deletions(self) -> int:
+        with database_errors():
+            return await self._deletions.count_documents({})
 
     async def count_jobs(self, states: tuple[str, ...]) -> dict[str, int]:
         counts = {}

@@ -558,6 +558,30 @@ class Settings:
         minimum=0,
     )
 
+    # -- faults
+    embedded_db_restart_delay: float = setting(
+        0.5,
+        "Seconds before the first restart of an embedded database that died; doubled after "
+        "each failed start, up to embedded_db_restart_max_delay.",
+        "faults",
+        minimum=0.05,
+    )
+    embedded_db_restart_max_delay: float = setting(
+        30.0, "Longest wait between restarts of the embedded database.", "faults", minimum=0.1
+    )
+    embedded_db_watch_interval: float = setting(
+        0.2, "Seconds between looks at whether the embedded database still runs.", "faults",
+        minimum=0.01,
+    )  # fmt: skip
+    spool_unowned_max_age: float = setting(
+        86400.0,
+        "Seconds after which spool files and job folders without an owner tag (left by an "
+        "older version) are removed by the sweep; tagged ones go as soon as their process is "
+        "gone.",
+        "faults",
+        minimum=60,
+    )
+
     # ---- derived values
 
     @property

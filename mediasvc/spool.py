@@ -1,4 +1,11 @@
-"""Spool files: upload bytes go to disk as they arrive, hashed on the way."""
+"""Spool files: upload bytes go to disk as they arrive, hashed on the way.
+
+Several processes (supervisord's numprocs, a worker node) may share one spool folder, and a
+killed one leaves its files behind. So every process names its spool files and job work
+folders with an owner tag and holds an flock on ``owner-<tag>.lock`` for as long as it lives;
+the kernel drops the lock when the process dies, however it dies. A sweep removes the files
+of tags whose lock nobody holds, and never touches those of a live process.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,22 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import hashlib
+import logging
 import os
+import re
+import secrets
+import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 
 from mediasvc.errors import full_disk_is_507
+
+log = logging.getLogger(__name__)
 
 FLUSH_BYTES = 1024 * 1024
 # The first bytes of a spool file stay in the page cache, where the worker that processes the
@@ -34,6 +49,133 @@ def _find_sync_file_range() -> Callable[[int, int, int, int], int] | None:
 
 _sync_file_range = _find_sync_file_range()
 
+_OWNED = re.compile(r"(?:upload|job)-([0-9]+-[0-9a-f]{8})-")
+_LOCK = re.compile(r"owner-([0-9]+-[0-9a-f]{8})\.lock")
+_UNOWNED_PREFIXES = ("upload-", "job-", ".owner-")
+
+
+class SpoolOwner:
+    """This process's claim on a spool folder: a tag and the flock that proves it alive.
+
+    The lock file is created and locked under a temporary name, then renamed into place, so
+    a sweeper never sees an unlocked lock file of a live owner.
+    """
+
+    def __init__(self, spool_dir: Path) -> None:
+        self.tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.users = 0  # services of this process that claimed it (see claim_spool)
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        temporary = spool_dir / f".owner-{self.tag}.tmp"
+        self._fd = os.open(temporary, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self.lock_path = spool_dir / f"owner-{self.tag}.lock"
+        os.rename(temporary, self.lock_path)
+
+    def release(self) -> None:
+        """Give the claim up (a clean stop); anything still tagged is then a leftover."""
+        self.lock_path.unlink(missing_ok=True)
+        os.close(self._fd)
+
+
+# One owner per process and spool folder, for the life of the process: the lock must be held
+# as long as any of its files may exist, and every writer of the process shares it.
+_owners: dict[tuple[int, Path], SpoolOwner] = {}
+
+
+def owner_tag(spool_dir: Path) -> str:
+    """This process's owner tag in `spool_dir` (taking the lock on first use)."""
+    key = (os.getpid(), spool_dir.resolve())
+    owner = _owners.get(key)
+    if owner is None:
+        owner = _owners[key] = SpoolOwner(key[1])
+    return owner.tag
+
+
+def claim_spool(spool_dir: Path) -> str:
+    """Take part in this process's claim on `spool_dir` (a service starting); the claim is
+    given up when the last part of the process that took it lets it go."""
+    tag = owner_tag(spool_dir)
+    _owners[(os.getpid(), spool_dir.resolve())].users += 1
+    return tag
+
+
+def release_spool(spool_dir: Path) -> None:
+    """Let go of a claim taken with `claim_spool` (a clean stop)."""
+    key = (os.getpid(), spool_dir.resolve())
+    owner = _owners.get(key)
+    if owner is None:
+        return
+    owner.users -= 1
+    if owner.users <= 0:
+        del _owners[key]
+        owner.release()
+
+
+def _own_tags() -> set[str]:
+    return {owner.tag for (pid, _), owner in _owners.items() if pid == os.getpid()}
+
+
+def sweep_orphans(spool_dir: Path, unowned_max_age: float) -> int:
+    """Remove spool files and job folders of processes that no longer run; returns how many.
+
+    Entries without an owner tag (left by an older version) go once older than
+    `unowned_max_age` seconds. Blocking: run it in a thread.
+    """
+    try:
+        entries = list(os.scandir(spool_dir))
+    except FileNotFoundError:
+        return 0
+    owned: dict[str, list[Path]] = {}
+    removed = 0
+    for entry in entries:
+        match = _OWNED.match(entry.name) or _LOCK.fullmatch(entry.name)
+        if match:
+            owned.setdefault(match.group(1), []).append(Path(entry.path))
+        elif entry.name.startswith(_UNOWNED_PREFIXES) and _older_than(entry, unowned_max_age):
+            removed += _remove(Path(entry.path))
+    mine = _own_tags()
+    for tag, paths in owned.items():
+        if tag not in mine:
+            removed += _remove_if_orphaned(spool_dir / f"owner-{tag}.lock", paths)
+    if removed:
+        log.info("removed %d spool entries of processes that no longer run", removed)
+    return removed
+
+
+def _remove_if_orphaned(lock_path: Path, paths: list[Path]) -> int:
+    """Remove `paths` (and the lock file last) if nobody holds the owner's lock."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = -1  # the lock goes last, after its files: the owner is gone
+    try:
+        if fd >= 0:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # a live process holds it
+        removed = sum(_remove(path) for path in paths if path != lock_path)
+        lock_path.unlink(missing_ok=True)
+        return removed
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _older_than(entry: os.DirEntry[str], age: float) -> bool:
+    try:
+        return time.time() - entry.stat(follow_symlinks=False).st_mtime > age
+    except FileNotFoundError:
+        return False
+
+
+def _remove(path: Path) -> int:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    return 1
+
 
 class SpoolWriter:
     """Writes one upload to a spool file in a worker thread.
@@ -44,8 +186,9 @@ class SpoolWriter:
     """
 
     def __init__(self, spool_dir: Path, executor: Executor, suffix: str = "") -> None:
+        prefix = f"upload-{owner_tag(spool_dir)}-"
         with full_disk_is_507("a spool file"):
-            fd, name = tempfile.mkstemp(dir=spool_dir, prefix="upload-", suffix=suffix)
+            fd, name = tempfile.mkstemp(dir=spool_dir, prefix=prefix, suffix=suffix)
         self.path = Path(name)
         self.size = 0
         self._file = os.fdopen(fd, "wb", buffering=0)

@@ -26,7 +26,9 @@ from mediasvc.pipeline.pool import WorkerLost, WorkerPool
 from mediasvc.pipeline.queue import Job, JobQueue, now_ms
 from mediasvc.pipeline.tasks import Limits, TaskResult, TaskSpec, Variant
 from mediasvc.repository import Doc, MediaRepository
+from mediasvc.services.deletions import FileDeletions
 from mediasvc.settings import Settings
+from mediasvc.spool import owner_tag
 from mediasvc.storage import BlobStore
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class Dispatcher:
         self.pool = pool
         self.settings = settings
         self._io = io_executor
+        self.deletions = FileDeletions(repository, blobs)
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.max_queued_jobs)
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -197,7 +200,8 @@ class Dispatcher:
         if job["attempts"] > self.settings.job_max_attempts:
             await self._give_up(job, media, job.get("error") or "Too many attempts")
             return
-        work_dir = await self._io_call(tempfile.mkdtemp, "", "job-", str(self.settings.spool_path))
+        spool = self.settings.spool_path
+        work_dir = await self._io_call(tempfile.mkdtemp, "", f"job-{owner_tag(spool)}-", str(spool))
         try:
             spec = await self._spec(job, media, work_dir)
             started = time.monotonic()
@@ -265,7 +269,7 @@ class Dispatcher:
         stored = await self._store_variants(media, result.variants)
         settled = await self.queue.settle(job["_id"], "done")
         if settled is None:  # our lease was lost and someone else has the job now
-            await self.blobs.delete([v["key"] for v in stored])
+            await self.deletions.delete([v["key"] for v in stored], media["_id"])
             return
         variants = _merge_variants(media.get("variants", []), stored)
         changes = _result_changes(variants, result)
@@ -276,10 +280,10 @@ class Dispatcher:
         if updated is None:
             updated = await self.repository.update(media["_id"], changes)
         if updated is None:
-            await self.blobs.delete([v["key"] for v in stored])  # deleted while we worked
+            await self.deletions.delete([v["key"] for v in stored])  # deleted while we worked
             return
         replaced = {v["key"] for v in media.get("variants", [])} - {v["key"] for v in variants}
-        await self.blobs.delete(sorted(replaced))
+        await self.deletions.delete(replaced, media["_id"])
 
     async def _store_variants(self, media: Doc, variants: tuple[Variant, ...]) -> list[Doc]:
         base = media["storage_key"].rsplit(".", 1)[0]

@@ -57,10 +57,15 @@ def new_job(
     *,
     lane: str = HEAVY,
 ) -> dict[str, Any]:
-    """A queued job document for `media_id`, in the `lane` its cost puts it in."""
+    """A queued job document for `media_id`, in the `lane` its cost puts it in.
+
+    `active_slot` (the media id) is set while the job is queued or running and unset when it
+    settles: a unique sparse index on it lets the database refuse a second active job.
+    """
     return {
         "_id": str(uuid.uuid4()),
         "media_id": media_id,
+        "active_slot": media_id,
         "operations": operations,
         "options": options or {},
         "lane": lane,

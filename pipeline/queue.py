@@ -89,7 +89,7 @@ class JobQueue:
         return result.matched_count == 1
 
     async def settle(self, job_id: str, state: str, error: str | None = None) -> Job | None:
-        """Record the outcome (`done` or `failed`) of a job we hold."""
+        """Record the outcome (`done` or `failed`) of a job we hold; it frees the media's slot."""
         now = now_ms()
         changes = {
             "state": state,
@@ -98,7 +98,7 @@ class JobQueue:
             "updated_at": now,
             "owner": None,
         }
-        return await self._update_ours(job_id, {"$set": changes})
+        return await self._update_ours(job_id, {"$set": changes, "$unset": {"active_slot": ""}})
 
     async def retry(self, job_id: str, error: str) -> Job | None:
         """Put a job back for another attempt (the attempt stays counted)."""

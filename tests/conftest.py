@@ -306,11 +306,13 @@ class S3Server:
 
     endpoint: str
     process: subprocess.Popen[bytes]
+    ports: tuple[int, int, int, int]  # master, volume, filer, s3: to start it again alike
 
 
 @contextmanager
-def seaweedfs(folder: Path) -> Iterator[S3Server]:
-    """SeaweedFS with S3 on free loopback ports, data in `folder`; stopped on exit."""
+def seaweedfs(folder: Path, ports: tuple[int, int, int, int] | None = None) -> Iterator[S3Server]:
+    """SeaweedFS with S3 on free loopback ports (or `ports`), data in `folder`; stopped on
+    exit. Started again with the same folder and ports, it has the same objects."""
     folder.mkdir(parents=True, exist_ok=True)
     import shutil
     import sys
@@ -330,16 +332,17 @@ def seaweedfs(folder: Path) -> Iterator[S3Server]:
         ]
     }
     (folder / "s3.json").write_text(json.dumps(identities))
-    (folder / "data").mkdir()
-    ports = [_free_port_pair() for _ in range(3)]
-    s3_port = _free_port_pair()
-    log = open(folder / "weed.log", "wb")  # noqa: SIM115  (closed after the server stops)
+    (folder / "data").mkdir(exist_ok=True)
+    if ports is None:
+        ports = (_free_port_pair(), _free_port_pair(), _free_port_pair(), _free_port_pair())
+    s3_port = ports[3]
+    log = open(folder / "weed.log", "ab")  # noqa: SIM115  (closed after the server stops)
     process = subprocess.Popen(
         [
             weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={folder / 'data'}",
             f"-master.port={ports[0]}", f"-volume.port={ports[1]}", f"-filer.port={ports[2]}",
             "-volume.max=20", "-s3", f"-s3.port={s3_port}", f"-s3.config={folder / 's3.json'}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.resumeState=false",
         ],
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -363,7 +366,7 @@ def seaweedfs(folder: Path) -> Iterator[S3Server]:
         log.close()
         raise RuntimeError("SeaweedFS did not start")
     try:
-        yield S3Server(endpoint, process)
+        yield S3Server(endpoint, process, ports)
     finally:
         process.terminate()
         try:

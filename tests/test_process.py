@@ -285,7 +285,13 @@ def test_gc_command(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"expired_uploads": 0, "aborted_multipart_uploads": 0}
+    assert json.loads(result.stdout) == {
+        "expired_uploads": 0,
+        "aborted_multipart_uploads": 0,
+        "orphaned_spool_entries": 0,
+        "deleted_files": 0,
+        "pending_deletions": 0,
+    }
 
 
 def test_sigterm_lets_an_upload_in_flight_finish(tmp_path: Path) -> None:

@@ -38,4 +38,4 @@ async def test_discard_mid_write_leaves_nothing(tmp_path: Path) -> None:
         writer.discard()
         writer.discard()  # twice is harmless
         await asyncio.sleep(0)
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.glob("upload-*")) == []

@@ -24,7 +24,8 @@ from mediasvc.pipeline.jobs import (
     job_summary,
     new_job,
 )
-from mediasvc.repository import Doc, MediaRepository, PrimaryTaken
+from mediasvc.repository import Doc, JobActive, MediaRepository, PrimaryTaken
+from mediasvc.services.deletions import FileDeletions
 from mediasvc.services.presenter import present_media
 from mediasvc.settings import Settings
 from mediasvc.storage import BlobStore
@@ -96,6 +97,7 @@ class MediaService:
         self.settings = settings
         self.clock = clock
         self.on_job_queued = on_job_queued
+        self.deletions = FileDeletions(repository, blobs, clock)
 
     # ---- uploads
 
@@ -237,7 +239,7 @@ class MediaService:
             await self.repository.delete(media["_id"])
         except Exception:  # the database may be the thing that failed
             log.exception("could not remove the record of failed upload %s", media["_id"])
-        await self.blobs.delete([media["storage_key"]])
+        await self.deletions.delete([media["storage_key"]])
 
     def entity_for_upload(self, principal: Principal, fields: Mapping[str, Any]) -> tuple[str, str]:
         """The validated (entity_type, entity_id) of an upload; 403 without permission."""
@@ -371,12 +373,12 @@ class MediaService:
         if deleted is None:
             raise NotFound("Media not found")
         keys = [deleted["storage_key"]] + [v["key"] for v in deleted.get("variants", [])]
-        if deleted.get("thumbnail_key"):
-            keys.append(deleted["thumbnail_key"])
-        try:
-            await self.blobs.delete(keys)
-        except Exception:  # the record is gone; a leftover file is only garbage
-            log.exception("could not delete the files of media %s", media["_id"])
+        keys.append(deleted.get("thumbnail_key") or "")
+        # A presigned URL still valid can put the original back: delete it again after that.
+        grace = self.settings.pending_upload_grace * 1000
+        url_dead = (deleted.get("upload_expires_at") or 0) + grace
+        not_before = url_dead if url_dead > self.clock() else 0
+        await self.deletions.delete(keys, deleted["_id"], not_before)
 
     # ---- processing
 
@@ -386,20 +388,25 @@ class MediaService:
         operations, options = self._processing_request(media, body)
         if media["status"] == "pending":
             raise Conflict("The file of this media has not been uploaded yet")
-        if await self.repository.count_active_jobs(media["_id"]):
-            raise Conflict("Processing of this media is already queued")
         now = self.clock()
         job = new_job(media["_id"], operations, now, options, lane=job_lane(media))
-        await self.repository.insert_job(job)
+        try:
+            await self.repository.insert_job(job)  # the database keeps one active job per media
+        except JobActive:
+            raise Conflict("Processing of this media is already queued") from None
         changes = {
             "status": "processing",
             "error": None,
             "job": job_summary(job),
             "updated_at": now,
         }
-        updated = await self.repository.update(media["_id"], changes) or _gone()
+        # A dispatcher may have claimed (or even finished) the job already: it then replaced
+        # the summary we read, and its newer state must not be put back to "queued".
+        seen = media.get("job")
+        unchanged = {"job.id": seen["id"]} if seen else {"job": None}
+        updated = await self.repository.update(media["_id"], changes, where=unchanged)
         self.on_job_queued()
-        return updated
+        return updated or await self.get_visible_by_id(media["_id"])
 
     def _processing_request(self, media: Doc, body: Mapping[str, Any]) -> tuple[list[str], Doc]:
         _only_keys(body, {"operations", "options"})

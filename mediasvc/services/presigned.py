@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from mediasvc.auth import Principal
-from mediasvc.errors import BadRequest, Conflict, Forbidden, MediaError
+from mediasvc.errors import BadRequest, Conflict, Forbidden
 from mediasvc.media_types import extension_of, kind_for_extension, sniff_agrees
 from mediasvc.pipeline.jobs import job_lane, job_summary, new_job
 from mediasvc.repository import Doc
@@ -118,7 +117,7 @@ class PresignedUploads:
         return None
 
     async def _reject(self, media: Doc, reason: str) -> None:
-        await self.blobs.delete([media["storage_key"]])
+        await self.media.deletions.delete([media["storage_key"]])
         changes = {
             "status": "failed",
             "error": reason,
@@ -159,7 +158,7 @@ class PresignedUploads:
             expired = await self.repository.expired_pending(cutoff, SWEEP_BATCH)
             for media in expired:
                 if await self.repository.delete(media["_id"]) is not None:
-                    await self.blobs.delete([media["storage_key"]])
+                    await self.media.deletions.delete([media["storage_key"]])
                     removed += 1
             if len(expired) < SWEEP_BATCH:
                 break
@@ -169,19 +168,6 @@ class PresignedUploads:
                 "sweep removed %d expired uploads, aborted %d partial uploads", removed, aborted
             )
         return {"expired_uploads": removed, "aborted_multipart_uploads": aborted}
-
-    async def sweep_forever(self) -> None:
-        """The periodic sweep of a server process."""
-        while True:
-            await asyncio.sleep(self.settings.sweep_interval)
-            started = time.monotonic()
-            try:
-                await self.sweep()
-            except MediaError as exc:
-                log.warning("sweep skipped: %s", exc.message)
-            except Exception:
-                log.exception("sweep failed")
-            log.debug("sweep took %.2fs", time.monotonic() - started)
 
 
 def _required_string(body: Mapping[str, Any], name: str, limit: int) -> str:

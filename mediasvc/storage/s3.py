@@ -93,11 +93,15 @@ class S3BlobStore(BlobStore):
         batch = list(keys)
         for start in range(0, len(batch), 1000):
             objects = [{"Key": key} for key in batch[start : start + 1000]]
-            await self._call(
+            answer = await self._call(
                 self._client.delete_objects,
                 Bucket=self.bucket,
                 Delete={"Objects": objects, "Quiet": True},
             )
+            failed = answer.get("Errors") or []
+            if failed:  # per-key failures come in a 200: they must not pass for done
+                first = failed[0]
+                raise OSError(f"could not delete {len(failed)} objects: {first.get('Code')}")
 
     async def size_of(self, key: str) -> int | None:
         try:
