@@ -34,11 +34,19 @@ def free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    # Runs in the child before exec: the kernel sends SIGTERM when our process dies,
-    # even by SIGKILL, so the database is never left orphaned.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _dies_with(parent: int) -> Callable[[], None]:
+    """A pre-exec hook: the kernel kills the child when `parent` dies, even by SIGKILL, so
+    the database is never left orphaned. SIGKILL, because nx-27017 can hang on SIGTERM
+    while it shuts down (seen: an orphan that outlived its killed server); SQLite keeps
+    committed data through a kill."""
+
+    def hook() -> None:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the line above: no signal comes
+            os._exit(1)
+
+    return hook
 
 
 class EmbeddedDatabaseError(RuntimeError):
@@ -198,7 +206,7 @@ class EmbeddedMongo:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=_dies_with(os.getpid()) if sys.platform.startswith("linux") else None,
             # Its own process group: a Ctrl-C or a group signal meant for the server does not
             # take the database away while the server drains; it stops last, or with us.
             process_group=0,

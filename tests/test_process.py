@@ -45,7 +45,11 @@ class Server:
             env=self.env,
             stdin=subprocess.DEVNULL,
         )
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:  # a server that never came up is not left running
+            self.kill()
+            raise
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
