@@ -131,6 +131,20 @@ class Settings:
     embedded_db_start_timeout: float = setting(
         20.0, "Seconds to wait for the embedded database to answer.", "database", minimum=1
     )
+    embedded_db_restart_delay: float = setting(
+        0.5,
+        "Seconds before the first restart of an embedded database that died; doubled after "
+        "each failed start, up to embedded_db_restart_max_delay.",
+        "database",
+        minimum=0.05,
+    )
+    embedded_db_restart_max_delay: float = setting(
+        30.0, "Longest wait between restarts of the embedded database.", "database", minimum=0.1
+    )
+    embedded_db_watch_interval: float = setting(
+        0.2, "Seconds between looks at whether the embedded database still runs.", "database",
+        minimum=0.01,
+    )  # fmt: skip
     # -- auth
     jwt_secret: str = setting(
         "",
@@ -257,6 +271,14 @@ class Settings:
     max_batch_size: int = setting(
         1024 * MB, "Largest batch_upload body.", "uploads", kind="size", minimum=MB
     )
+    spool_unowned_max_age: float = setting(
+        86400.0,
+        "Seconds after which spool files and job folders without an owner tag (left by an "
+        "older version) are removed by the sweep; tagged ones go as soon as their process is "
+        "gone.",
+        "uploads",
+        minimum=60,
+    )
     # -- upload limits
     max_image_size: int = setting(
         10 * MB,
@@ -317,6 +339,14 @@ class Settings:
     )
     max_bulk_ids: int = setting(
         100, "Most media ids one bulk_delete or bulk_update may name.", "limits", minimum=1
+    )
+    sniff_max_tag_size: int = setting(
+        16 * MB,
+        "Largest leading ID3v2 tag (cover art) of an audio upload skipped to sniff its real "
+        "content; a file whose tags run longer is refused. A presigned confirm reads that far.",
+        "limits",
+        kind="size",
+        minimum=0,
     )
     # -- http
     reuse_port: bool = setting(
@@ -546,40 +576,6 @@ class Settings:
         "0: all workers but one (at least one).",
         "processing",
         minimum=0,
-    )
-
-    # -- media (what uploads may hold)
-    sniff_max_tag_size: int = setting(
-        16 * MB,
-        "Largest leading ID3v2 tag (cover art) of an audio upload skipped to sniff its real "
-        "content; a file whose tags run longer is refused. A presigned confirm reads that far.",
-        "media",
-        kind="size",
-        minimum=0,
-    )
-
-    # -- faults
-    embedded_db_restart_delay: float = setting(
-        0.5,
-        "Seconds before the first restart of an embedded database that died; doubled after "
-        "each failed start, up to embedded_db_restart_max_delay.",
-        "faults",
-        minimum=0.05,
-    )
-    embedded_db_restart_max_delay: float = setting(
-        30.0, "Longest wait between restarts of the embedded database.", "faults", minimum=0.1
-    )
-    embedded_db_watch_interval: float = setting(
-        0.2, "Seconds between looks at whether the embedded database still runs.", "faults",
-        minimum=0.01,
-    )  # fmt: skip
-    spool_unowned_max_age: float = setting(
-        86400.0,
-        "Seconds after which spool files and job folders without an owner tag (left by an "
-        "older version) are removed by the sweep; tagged ones go as soon as their process is "
-        "gone.",
-        "faults",
-        minimum=60,
     )
 
     # ---- derived values

@@ -337,11 +337,13 @@ def seaweedfs(folder: Path, ports: tuple[int, int, int, int] | None = None) -> I
         ports = (_free_port_pair(), _free_port_pair(), _free_port_pair(), _free_port_pair())
     s3_port = ports[3]
     log = open(folder / "weed.log", "ab")  # noqa: SIM115  (closed after the server stops)
+    # Each bucket takes several volumes at its first write; -volume.max leaves room for every
+    # bucket a test session makes (with 20, the fourth bucket's writes fail with InternalError).
     process = subprocess.Popen(
         [
             weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={folder / 'data'}",
             f"-master.port={ports[0]}", f"-volume.port={ports[1]}", f"-filer.port={ports[2]}",
-            "-volume.max=20", "-s3", f"-s3.port={s3_port}", f"-s3.config={folder / 's3.json'}",
+            "-volume.max=200", "-s3", f"-s3.port={s3_port}", f"-s3.config={folder / 's3.json'}",
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.resumeState=false",
         ],
         stdin=subprocess.DEVNULL,
