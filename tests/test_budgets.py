@@ -11,13 +11,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mediasvc.app import Service, start_service
 from mediasvc.pipeline.jobs import HEAVY, new_job
 from tests.conftest import API, Caller, Client, make_token, service_settings
+from tests.support.media import settled
 
 SVG_CPU_LIMIT = 2.0
 VIDEO_FRAME_LIMIT = 1000  # lowered here: a real frame bomb takes minutes to encode
@@ -166,19 +166,6 @@ async def upload(client: Client, caller: Caller, name: str, content: bytes) -> s
     return media_id
 
 
-async def settled(client: Client, caller: Caller, media_id: str, timeout: float) -> dict[str, Any]:
-    """Poll until the media is ready or failed, at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        media: dict[str, Any] = (
-            await client.request("GET", f"{API}/{media_id}/", token=caller.token)
-        ).json
-        if media["status"] in ("ready", "failed"):
-            return media
-        assert time.monotonic() < deadline, f"media {media_id} still {media['status']}"
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.parametrize(
     "kind",
     ["gif", "svg", "video-pixels", "video-duration", "video-frames", "pdf-pages", "pdf-page-size"],
@@ -191,7 +178,7 @@ async def test_each_bomb_fails_fast_with_its_reason_and_no_retry(
     assert len(content) < 2_500_000
     started = time.monotonic()
     media = await settled(
-        budget_client, caller, await upload(budget_client, caller, name, content), 30
+        budget_client, caller.token, await upload(budget_client, caller, name, content), 30
     )
     assert media["status"] == "failed"
     assert media["error"] == reason
@@ -214,14 +201,14 @@ async def test_normal_jpeg_is_ready_within_10s_behind_two_bombs_of_each_kind(
     ]
     started = time.monotonic()
     media = await settled(
-        budget_client, caller, await upload(budget_client, caller, "ok.jpg", jpeg), 10
+        budget_client, caller.token, await upload(budget_client, caller, "ok.jpg", jpeg), 10
     )
     waited = time.monotonic() - started
     assert media["status"] == "ready", media["error"]
     assert (media["width"], media["height"]) == (100, 100)
     assert waited < 10
     for media_id, reason in queued:
-        bomb = await settled(budget_client, caller, media_id, 60)
+        bomb = await settled(budget_client, caller.token, media_id, 60)
         assert (bomb["status"], bomb["error"], bomb["job"]["attempts"]) == ("failed", reason, 1)
 
 
@@ -241,7 +228,7 @@ async def test_still_images_do_not_wait_behind_heavy_jobs(
     caller = new_caller()
     videos = [await upload(budget_client, caller, f"v{i}.mp4", hd_video) for i in range(3)]
     photo = await upload(budget_client, caller, "photo.jpg", jpeg)
-    media = await settled(budget_client, caller, photo, 10)
+    media = await settled(budget_client, caller.token, photo, 10)
     assert media["status"] == "ready", media["error"]
     statuses = [
         (await budget_client.request("GET", f"{API}/{v}/", token=caller.token)).json["status"]
@@ -249,7 +236,7 @@ async def test_still_images_do_not_wait_behind_heavy_jobs(
     ]
     assert statuses.count("processing") >= 2, statuses  # the photo did not queue behind them
     for video in videos:
-        assert (await settled(budget_client, caller, video, 120))["status"] == "ready"
+        assert (await settled(budget_client, caller.token, video, 120))["status"] == "ready"
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +258,7 @@ async def test_ffmpeg_over_the_job_cpu_limit_fails_without_retry(
 ) -> None:
     caller = new_caller()
     media_id = await upload(cpu_limited_client, caller, "hd.mp4", hd_video)
-    media = await settled(cpu_limited_client, caller, media_id, 30)
+    media = await settled(cpu_limited_client, caller.token, media_id, 30)
     assert media["status"] == "failed"
     assert media["error"] == "Processing used more than 1 s of CPU"
     assert media["job"]["attempts"] == 1
@@ -284,12 +271,12 @@ async def test_libvips_over_the_job_cpu_limit_fails_without_retry(
     the watchdog ends the worker stuck in libvips, and the job fails once, with the reason."""
     caller = new_caller()
     media_id = await upload(cpu_limited_client, caller, "slow.gif", gif_bomb(2000, 1000, 100))
-    media = await settled(cpu_limited_client, caller, media_id, 30)
+    media = await settled(cpu_limited_client, caller.token, media_id, 30)
     assert media["status"] == "failed"
     assert media["error"] == "Processing used more than 1 s of CPU"
     assert media["job"]["attempts"] == 1
     after = await upload(cpu_limited_client, caller, "after.jpg", jpeg)
-    assert (await settled(cpu_limited_client, caller, after, 20))["status"] == "ready"
+    assert (await settled(cpu_limited_client, caller.token, after, 20))["status"] == "ready"
 
 
 async def test_jobs_queued_before_lanes_existed_are_still_run(
@@ -297,7 +284,7 @@ async def test_jobs_queued_before_lanes_existed_are_still_run(
 ) -> None:
     caller = new_caller()
     media_id = await upload(budget_client, caller, "old.jpg", jpeg)
-    assert (await settled(budget_client, caller, media_id, 20))["status"] == "ready"
+    assert (await settled(budget_client, caller.token, media_id, 20))["status"] == "ready"
     legacy = new_job(media_id, ["thumbnail"], int(time.time() * 1000))
     del legacy["lane"]  # as an older version queued it
     jobs = budget_service.context.repository.jobs_collection

@@ -33,7 +33,7 @@ from tests.conftest import (
     seaweedfs,
     service_settings,
 )
-from tests.test_process import BIN, Server, _video, service_env
+from tests.support.process import BIN, Server, make_video, service_env
 
 
 def _quiet(tmp_path: Path, **changes: Any) -> Any:
@@ -305,7 +305,7 @@ def test_leftovers_of_killed_servers_are_removed_and_live_ones_kept(tmp_path: Pa
         upload, rest = _start_upload(live, token, sub, 4 * 1024 * 1024)
         (live_file,) = _wait_for_paths("upload-*", spool, 1)
         victim_token = victim.token(sub)
-        victim.upload(victim_token, sub, "clip.mp4", _video(tmp_path))
+        victim.upload(victim_token, sub, "clip.mp4", make_video(tmp_path))
         victim.wait_for_descendant("ffmpeg")
         (job_dir,) = _wait_for_paths("job-*", spool, 1)
         victim.kill()

@@ -20,6 +20,7 @@ import pytest
 from mediasvc.app import Service, start_service
 from mediasvc.settings import Settings
 from tests.conftest import API, Caller, Client, make_token, service_settings
+from tests.support.media import settled
 
 MAKE_IMAGES = r"""
 import sys, pyvips
@@ -58,19 +59,6 @@ def media_samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )  # fmt: skip
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + os.urandom(4000))
     return {path.name: path for path in folder.iterdir()}
-
-
-async def settled(client: Client, token: str, media_id: str, timeout: float = 60) -> dict[str, Any]:
-    """Poll until the media is ready or failed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        media: dict[str, Any] = (
-            await client.request("GET", f"{API}/{media_id}/", token=token)
-        ).json
-        if media["status"] in ("ready", "failed"):
-            return media
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"media {media_id} did not settle: {media}")
 
 
 async def upload(client: Client, caller: Caller, name: str, content: bytes) -> dict[str, Any]:
@@ -347,13 +335,12 @@ def test_server_process_never_imports_pyvips() -> None:
 # ---- crashes and hangs, on a service of their own (short timeouts)
 
 
-@pytest.fixture
-async def strict_service(tmp_path: Path) -> AsyncIterator[tuple[Service, Client]]:
+async def _strict(tmp_path: Path, job_timeout: float) -> AsyncIterator[tuple[Service, Client]]:
     settings = service_settings(
         tmp_path / "var",
         workers=2,
         max_heavy_jobs=2,  # videos side by side, so a crash has bystanders
-        job_timeout=3,
+        job_timeout=job_timeout,
         job_max_attempts=2,
         max_animation_frames=5,
         dispatcher_poll_interval=0.1,
@@ -362,6 +349,20 @@ async def strict_service(tmp_path: Path) -> AsyncIterator[tuple[Service, Client]
     service = await start_service(settings)
     yield service, Client(f"http://127.0.0.1:{service.port}")
     await service.stop()
+
+
+@pytest.fixture
+async def strict_service(tmp_path: Path) -> AsyncIterator[tuple[Service, Client]]:
+    """Two workers, two attempts, and a 3 s job timeout (for the hung job)."""
+    async for running in _strict(tmp_path, job_timeout=3):
+        yield running
+
+
+@pytest.fixture
+async def crash_service(tmp_path: Path) -> AsyncIterator[tuple[Service, Client]]:
+    """The same with a timeout no transcode reaches on a busy machine: only the kill counts."""
+    async for running in _strict(tmp_path, job_timeout=120):
+        yield running
 
 
 def _busy_worker(data_dir: str) -> psutil.Process | None:
@@ -376,9 +377,9 @@ def _busy_worker(data_dir: str) -> psutil.Process | None:
 
 
 async def test_killed_worker_breaks_only_its_job(
-    strict_service: tuple[Service, Client], media_samples: dict[str, Path]
+    crash_service: tuple[Service, Client], media_samples: dict[str, Path]
 ) -> None:
-    service, client = strict_service
+    service, client = crash_service
     sub = str(uuid.uuid4())
     caller = Caller(sub, make_token(sub))
     content = media_samples["long.mp4"].read_bytes()

@@ -5,10 +5,8 @@ and MP3/FLAC/M4A files with large cover art."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import pytest
 
 from mediasvc.pipeline.tasks import TaskSpec, run_task
 from tests.conftest import API, Caller, Client
+from tests.support.media import settled, upload_settled
 
 # Tags a derived file may carry: its own container's and encoder's, none of the original's.
 OWN_TAGS = {
@@ -90,24 +89,6 @@ def av(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {path.name: path for path in out.iterdir()}
 
 
-async def _settled(client: Client, token: str, media_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        media: dict[str, Any] = (
-            await client.request("GET", f"{API}/{media_id}/", token=token)
-        ).json
-        if media["status"] in ("ready", "failed"):
-            return media
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"media {media_id} did not settle")
-
-
-async def _upload(client: Client, caller: Caller, name: str, content: bytes) -> dict[str, Any]:
-    response = await client.upload(caller.token, name, content, caller.entity)
-    assert response.status == 201, response.body
-    return await _settled(client, caller.token, response.json["id"])
-
-
 async def _download(client: Client, variant: dict[str, Any], folder: Path) -> Path:
     response = await client.request("GET", variant["url"])
     assert response.status == 200
@@ -136,14 +117,14 @@ async def test_phone_video_upright_and_without_its_metadata(
     titles gone from the optimized and the resized copy."""
     original = _probe(av["phone.mov"])
     assert "location" in original["format"]["tags"] and original["chapters"]
-    media = await _upload(client, user, "IMG_0003.MOV", av["phone.mov"].read_bytes())
+    media = await upload_settled(client, user, "IMG_0003.MOV", av["phone.mov"].read_bytes())
     assert media["status"] == "ready", media["error"]
     assert (media["width"], media["height"]) == (720, 1280)
     assert media["duration"] == pytest.approx(2.0, abs=0.1)
     body = {"operations": ["resize"], "options": {"resize": {"width": 200, "height": 200}}}
     path = f"{API}/{media['id']}/process/"
     assert (await client.request("POST", path, token=user.token, json_body=body)).status == 202
-    made = _variants(await _settled(client, user.token, media["id"]))
+    made = _variants(await settled(client, user.token, media["id"]))
     assert (made["thumbnail"]["width"], made["thumbnail"]["height"]) == (180, 320)
     expected = {"optimized": (404, 720), "resize-200x200": (112, 200)}
     for name, (width, height) in expected.items():
@@ -161,7 +142,7 @@ async def test_phone_video_upright_and_without_its_metadata(
 async def test_poster_of_a_video_with_a_single_frame(
     client: Client, user: Caller, av: dict[str, Path], name: str, duration: float
 ) -> None:
-    media = await _upload(client, user, name, av[name].read_bytes())
+    media = await upload_settled(client, user, name, av[name].read_bytes())
     assert media["status"] == "ready", media["error"]
     assert media["duration"] == pytest.approx(duration, abs=0.05)
     made = _variants(media)
@@ -175,7 +156,7 @@ async def test_poster_of_a_video_with_a_single_frame(
 async def test_recorded_webm_gets_its_duration_from_the_streams(
     client: Client, user: Caller, av: dict[str, Path]
 ) -> None:
-    media = await _upload(client, user, "recording.webm", av["recorded.webm"].read_bytes())
+    media = await upload_settled(client, user, "recording.webm", av["recorded.webm"].read_bytes())
     assert media["status"] == "ready", media["error"]
     assert media["duration"] == pytest.approx(2.0, abs=0.1)
     assert (media["width"], media["height"]) == (320, 240)
@@ -191,7 +172,7 @@ async def test_audio_only_video_file_is_processed_as_audio(
     """A voice memo uploaded as .mp4 (or recorded by MediaRecorder as .webm, without a
     duration) gets a waveform and an AAC copy without metadata; its media type stays the
     one of its extension."""
-    media = await _upload(client, user, upload_as, av[name].read_bytes())
+    media = await upload_settled(client, user, upload_as, av[name].read_bytes())
     assert media["status"] == "ready", media["error"]
     assert media["media_type"] == ("audio" if upload_as.endswith(".m4a") else "video")
     assert media["duration"] == pytest.approx(2.0, abs=0.1)
@@ -216,7 +197,7 @@ async def test_audio_with_large_cover_art(
     assert len(content) > 250_000
     if name.endswith(".m4a"):
         assert content.find(b"moov") < content.find(b"mdat")
-    media = await _upload(client, user, name, content)
+    media = await upload_settled(client, user, name, content)
     assert media["status"] == "ready", media["error"]
     assert media["duration"] == pytest.approx(2.0, abs=0.1)
     assert _variants(media)["thumbnail"]["content_type"] == "image/png"
@@ -243,7 +224,7 @@ async def test_presigned_mp3_with_large_cover_art(
     media_id = answer.json["media_id"]
     confirmed = await client.request("POST", f"{API}/{media_id}/confirm_upload/", token=user.token)
     assert confirmed.status == 200, confirmed.body
-    assert (await _settled(client, user.token, media_id))["status"] == "ready"
+    assert (await settled(client, user.token, media_id))["status"] == "ready"
 
 
 def test_optimized_video_fits_the_jobs_resize_box(av: dict[str, Path], tmp_path: Path) -> None:

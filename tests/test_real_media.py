@@ -5,11 +5,9 @@ loaders); a few go through the whole service too."""
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -18,8 +16,9 @@ from typing import Any
 import pytest
 
 from mediasvc.pipeline.tasks import Limits, TaskResult, TaskSpec, init_worker, run_task
-from tests.conftest import API, Caller, Client
+from tests.conftest import Caller, Client
 from tests.support import vips
+from tests.support.media import upload_settled
 
 
 @pytest.fixture(scope="module")
@@ -252,28 +251,10 @@ def test_truncated_photo_keeps_what_worked(
 # ---- through the service
 
 
-async def _settled(client: Client, token: str, media_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        media: dict[str, Any] = (
-            await client.request("GET", f"{API}/{media_id}/", token=token)
-        ).json
-        if media["status"] in ("ready", "failed"):
-            return media
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"media {media_id} did not settle")
-
-
-async def _upload(client: Client, caller: Caller, name: str, content: bytes) -> dict[str, Any]:
-    response = await client.upload(caller.token, name, content, caller.entity)
-    assert response.status == 201, response.body
-    return await _settled(client, caller.token, response.json["id"])
-
-
 async def test_portrait_photo_through_the_service(
     client: Client, user: Caller, photos: dict[Any, str]
 ) -> None:
-    media = await _upload(client, user, "IMG_0001.JPG", Path(photos[6]).read_bytes())
+    media = await upload_settled(client, user, "IMG_0001.JPG", Path(photos[6]).read_bytes())
     assert media["status"] == "ready", media["error"]
     assert (media["width"], media["height"]) == (3024, 4032)
     sizes = {v["name"]: (v["width"], v["height"]) for v in media["variants"]}
@@ -288,7 +269,7 @@ async def test_failed_operation_keeps_variants_and_size_on_the_media(
     client: Client, user: Caller, photos: dict[Any, str]
 ) -> None:
     data = Path(photos[8]).read_bytes()
-    media = await _upload(client, user, "cut.jpg", data[: len(data) // 2])
+    media = await upload_settled(client, user, "cut.jpg", data[: len(data) // 2])
     assert media["status"] == "failed"
     assert media["error"].startswith("optimize failed: Cannot decode the image")
     assert (media["width"], media["height"]) == (3024, 4032)
@@ -306,7 +287,9 @@ async def test_p3_heic_through_the_service(
     pool: ProcessPoolExecutor,
     tmp_path: Path,
 ) -> None:
-    media = await _upload(client, user, "IMG_0002.HEIC", Path(images["p3.heic"]).read_bytes())
+    media = await upload_settled(
+        client, user, "IMG_0002.HEIC", Path(images["p3.heic"]).read_bytes()
+    )
     assert media["status"] == "ready", media["error"]
     for variant in media["variants"]:
         body = (await client.request("GET", variant["url"])).body
