@@ -31,6 +31,9 @@ from mediasvc.errors import full_disk_is_507
 log = logging.getLogger(__name__)
 
 FLUSH_BYTES = 1024 * 1024
+# A batch of many small chunks (a client that trickles) is written before it reaches
+# FLUSH_BYTES, so that one writev takes it whole (IOV_MAX is 1024 on Linux).
+MAX_BATCH_CHUNKS = 256
 # The first bytes of a spool file stay in the page cache, where the worker that processes the
 # upload reads them a moment later; past this, written pages are dropped.
 CACHED_BYTES = 16 * 1024 * 1024
@@ -180,9 +183,10 @@ def _remove(path: Path) -> int:
 class SpoolWriter:
     """Writes one upload to a spool file in a worker thread.
 
-    Bytes are gathered into ~1 MB batches; each batch is hashed and written in the thread
-    pool while the event loop goes on reading the next one. At most one batch is in
-    flight, so memory stays bounded and the order of writes is kept.
+    Bytes are gathered into ~1 MB batches (or MAX_BATCH_CHUNKS chunks); each batch is hashed
+    and written with one writev in the thread pool while the event loop goes on reading the
+    next one. At most one batch is in flight, so memory stays bounded and the order of writes
+    is kept.
     """
 
     def __init__(self, spool_dir: Path, executor: Executor, suffix: str = "") -> None:
@@ -206,7 +210,7 @@ class SpoolWriter:
         self._batch.append(data)
         self._batch_size += len(data)
         self.size += len(data)
-        if self._batch_size >= FLUSH_BYTES:
+        if self._batch_size >= FLUSH_BYTES or len(self._batch) >= MAX_BATCH_CHUNKS:
             await self._flush()
 
     async def finish(self) -> str:
@@ -237,22 +241,22 @@ class SpoolWriter:
             self._in_flight = None
         if not self._batch or self._discarded:
             return
-        data = b"".join(self._batch)
-        self._batch.clear()
+        # The chunks go to the thread as they are: joining them would copy every byte once
+        # more, into a fresh buffer whose pages the kernel must fault in and zero.
+        chunks, size = self._batch, self._batch_size
+        self._batch = []
         self._batch_size = 0
         loop = asyncio.get_running_loop()
-        self._in_flight = loop.run_in_executor(self._executor, self._hash_and_write, data)
+        self._in_flight = loop.run_in_executor(self._executor, self._hash_and_write, chunks, size)
 
-    def _hash_and_write(self, data: bytes) -> None:
-        # hashlib and file writes release the GIL on large buffers: this overlaps with the loop.
-        self._hash.update(data)
-        view = memoryview(data)
+    def _hash_and_write(self, chunks: list[bytes], size: int) -> None:
+        # hashlib and writev release the GIL on large buffers: this overlaps with the loop.
+        for chunk in chunks:
+            self._hash.update(chunk)
         with full_disk_is_507("a spool file"):
-            while view:
-                written = self._file.write(view)
-                view = view[written:]
-        self._written += len(data)
-        self._start_writeback(len(data))
+            _write_all(self._file.fileno(), chunks)
+        self._written += size
+        self._start_writeback(size)
 
     def _start_writeback(self, length: int) -> None:
         """Have the kernel start writing the new bytes out now, without waiting for them.
@@ -277,3 +281,16 @@ class SpoolWriter:
             self._file.flush()
             os.fsync(self._file.fileno())
         self._file.close()
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """Write `chunks` in order with writev, going on after a partial write."""
+    views = [memoryview(chunk) for chunk in chunks if chunk]
+    while views:
+        written = os.writev(fd, views)
+        while written:
+            if written >= len(views[0]):
+                written -= len(views.pop(0))
+            else:
+                views[0] = views[0][written:]
+                written = 0
