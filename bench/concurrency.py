@@ -14,7 +14,8 @@ What it measures
       answer, a send that failed), answers by status, whether every answer is readable (a
       201 with the right ``file_size``, or a 429 JSON error with ``Retry-After``), the
       aggregate MB/s of the stored uploads over the burst's wall time, and p50/p99 of the
-      seconds an upload took until its 201.
+      seconds an upload took until its 201, and the CPU seconds the server spent on the burst
+      (its process and its children: the service's embedded database), per MB stored.
 
 Targets
     zero transport errors, every answer a 201 or a readable 429; at 64 concurrent uploads
@@ -116,6 +117,29 @@ class Target:
     headers: dict[str, str]
     fields: dict[str, str]
     received_dir: Path | None = None
+    pid: int | None = None  # the server process, whose CPU time a burst reports
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process and of its child processes (Linux /proc)."""
+    if pid is None:
+        return float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for candidate in [pid, *_children(pid)]:
+        with suppress(OSError, IndexError, ValueError), open(f"/proc/{candidate}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    with suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as children:
+                found += [int(child) for child in children.read().split()]
+    return [*found, *(grandchild for child in found for grandchild in _children(child))]
 
 
 @dataclass
@@ -169,6 +193,7 @@ class Burst:
     file_bytes: int
     wall_seconds: float
     outcomes: list[Outcome] = field(default_factory=list)
+    cpu_seconds: float = float("nan")
 
     @property
     def errors(self) -> Counter[str]:
@@ -189,6 +214,12 @@ class Burst:
     def stored(self) -> list[float]:
         """Seconds of the uploads that got their 201, sorted."""
         return sorted(o.seconds for o in self.outcomes if o.status == 201 and o.readable)
+
+    @property
+    def cpu_ms_per_mb(self) -> float:
+        """The server's CPU milliseconds per MB stored."""
+        stored_mb = len(self.stored) * self.file_bytes / MB
+        return 1000 * self.cpu_seconds / stored_mb if stored_mb else float("nan")
 
     @property
     def mb_s(self) -> float:
@@ -220,6 +251,7 @@ class Burst:
             "mb_s": self.mb_s,
             "p50": self.percentile(0.5),
             "p99": self.percentile(0.99),
+            "cpu_seconds": self.cpu_seconds,
             "clean": self.clean,
         }
 
@@ -229,11 +261,13 @@ def burst(target: Target, path: Path, concurrency: int) -> Burst:
     start = threading.Barrier(concurrency + 1)
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         futures = [pool.submit(one_upload, target, path, start) for _ in range(concurrency)]
+        cpu_before = cpu_seconds(target.pid)
         start.wait()
         began = time.perf_counter()
         outcomes = [future.result() for future in futures]
         wall = time.perf_counter() - began
-    return Burst(target.name, concurrency, path.stat().st_size, wall, outcomes)
+        cpu = cpu_seconds(target.pid) - cpu_before
+    return Burst(target.name, concurrency, path.stat().st_size, wall, outcomes, cpu)
 
 
 def clean_up(target: Target, result: Burst) -> None:
@@ -249,20 +283,20 @@ def clean_up(target: Target, result: Burst) -> None:
                 raise BenchError(f"DELETE of a stored upload answered {status}")
 
 
-def service_target(port: int, secret: str) -> Target:
+def service_target(port: int, secret: str, pid: int | None = None) -> Target:
     """The service's upload endpoint, as a user uploading to their own entity."""
     sub = str(uuid.uuid4())
     token = jwt.encode({"sub": sub, "exp": int(time.time()) + 3600}, secret, algorithm="HS256")
     return Target(
         "service", port, UPLOAD_PATH, {"Authorization": f"Bearer {token}"},
-        {"entity_type": "user", "entity_id": sub},
+        {"entity_type": "user", "entity_id": sub}, pid=pid,
     )  # fmt: skip
 
 
-def baseline_target(port: int, received_dir: Path) -> Target:
+def baseline_target(port: int, received_dir: Path, pid: int | None = None) -> Target:
     """The baseline's upload endpoint, with the same form fields."""
     fields = {"entity_type": "user", "entity_id": str(uuid.uuid4())}
-    return Target("baseline", port, "/upload/", {}, fields, received_dir)
+    return Target("baseline", port, "/upload/", {}, fields, received_dir, pid)
 
 
 def run_bursts(targets: list[Target], image: Path, levels: list[int], repeat: int) -> list[Burst]:
@@ -278,6 +312,7 @@ def run_bursts(targets: list[Target], image: Path, levels: list[int], repeat: in
                 progress(
                     f"  round {round_no + 1} {concurrency:4d} x {target.name:<8}: "
                     f"{result.wall_seconds:6.2f} s, {result.mb_s:7.1f} MB/s, "
+                    f"CPU {result.cpu_seconds:5.2f} s, "
                     f"statuses {dict(result.statuses)}, errors {dict(result.errors)}"
                 )
     return results
@@ -302,8 +337,8 @@ def benchmark(workdir: Path, size: int, levels: list[int], repeat: int) -> list[
             wait_until_answers(service, service_port, f"{API}/", 401, service_log)
             wait_until_answers(base, baseline_port, "/", 404, baseline_log)
             targets = [
-                service_target(service_port, secret),
-                baseline_target(baseline_port, received_dir),
+                service_target(service_port, secret, service.pid),
+                baseline_target(baseline_port, received_dir, base.pid),
             ]
             return run_bursts(targets, image, levels, repeat)
     finally:
@@ -358,7 +393,7 @@ def report(results: list[Burst], repeat: int) -> str:
         f"concurrency benchmark: {size:.1f} MiB uploads, best of {repeat} rounds; the service "
         f"with {SLOTS} upload slots and upload_slot_wait {SLOT_WAIT:g} s",
         f"{'target':<9}{'n':>5}{'wall s':>8}{'MB/s':>8}{'median':>8}{'p50 s':>7}{'p99 s':>7}"
-        "  answers in all rounds (status: count)   transport errors",
+        f"{'CPU s':>7}{'ms/MB':>7}  answers in all rounds (status: count)   transport errors",
     ]
     levels = sorted({r.concurrency for r in results})
     for level in levels:
@@ -375,7 +410,8 @@ def report(results: list[Burst], repeat: int) -> str:
             lines.append(
                 f"{name:<9}{level:>5}{top.wall_seconds:>8.2f}{top.mb_s:>8.1f}"
                 f"{median_mb_s(results, name, level):>8.1f}{top.percentile(0.5):>7.2f}"
-                f"{top.percentile(0.99):>7.2f}  {answers}   {problems}"
+                f"{top.percentile(0.99):>7.2f}{top.cpu_seconds:>7.2f}{top.cpu_ms_per_mb:>7.2f}"
+                f"  {answers}   {problems}"
             )
     for level in levels:
         service, baseline = best(results, "service", level), best(results, "baseline", level)

@@ -252,19 +252,20 @@ class NotFoundHandler(BaseHandler):
 def log_request(handler: tornado.web.RequestHandler) -> None:
     """One structured log line per request (no query string: it may hold signatures)."""
     request = handler.request
-    principal = getattr(handler, "_principal", None)
-    record = {
-        "request_id": getattr(handler, "request_id", None),
-        "method": request.method,
-        "path": request.path,
-        "status": handler.get_status(),
-        "duration_ms": round(request.request_time() * 1000, 1),
-        "remote_ip": request.remote_ip,
-        "sub": principal.sub if principal else None,
-    }
     status = handler.get_status()
     level = logging.INFO if status < 500 else logging.ERROR
-    log.log(level, json.dumps(record))
+    if log.isEnabledFor(level):  # the line is not even built when nobody reads it
+        principal = getattr(handler, "_principal", None)
+        record = {
+            "request_id": getattr(handler, "request_id", None),
+            "method": request.method,
+            "path": request.path,
+            "status": status,
+            "duration_ms": round(request.request_time() * 1000, 1),
+            "remote_ip": request.remote_ip,
+            "sub": principal.sub if principal else None,
+        }
+        log.log(level, json.dumps(record))
     route = metrics.route_label(handler)
     method = metrics.method_label(request.method)
     metrics.REQUESTS.labels(route, method, str(status)).inc()

@@ -8,6 +8,7 @@ with a :class:`SettingsError` that names the setting.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import tomllib
@@ -580,9 +581,9 @@ class Settings:
 
     # ---- derived values
 
-    @property
+    @functools.cached_property
     def data_path(self) -> Path:
-        """Absolute data folder."""
+        """Absolute data folder (resolved once: every upload asks for the spool folder)."""
         return Path(self.data_dir).expanduser().resolve()
 
     @property
@@ -590,7 +591,7 @@ class Settings:
         """Absolute folder of the local blob store."""
         return Path(self.storage_dir).resolve() if self.storage_dir else self.data_path / "media"
 
-    @property
+    @functools.cached_property
     def spool_path(self) -> Path:
         """Absolute folder for upload spool files."""
         return Path(self.spool_dir).resolve() if self.spool_dir else self.data_path / "spool"

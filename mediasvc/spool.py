@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from pathlib import Path
 
 from mediasvc.errors import full_disk_is_507
@@ -31,6 +31,9 @@ from mediasvc.errors import full_disk_is_507
 log = logging.getLogger(__name__)
 
 FLUSH_BYTES = 1024 * 1024
+# A batch of many small chunks (a client that trickles) is written before it reaches
+# FLUSH_BYTES, so that one writev takes it whole (IOV_MAX is 1024 on Linux).
+MAX_BATCH_CHUNKS = 256
 # The first bytes of a spool file stay in the page cache, where the worker that processes the
 # upload reads them a moment later; past this, written pages are dropped.
 CACHED_BYTES = 16 * 1024 * 1024
@@ -180,9 +183,11 @@ def _remove(path: Path) -> int:
 class SpoolWriter:
     """Writes one upload to a spool file in a worker thread.
 
-    Bytes are gathered into ~1 MB batches; each batch is hashed and written in the thread
-    pool while the event loop goes on reading the next one. At most one batch is in
-    flight, so memory stays bounded and the order of writes is kept.
+    Bytes are gathered into ~1 MB batches (or MAX_BATCH_CHUNKS chunks); each batch is hashed
+    and written with one writev in the thread pool while the event loop goes on reading the
+    next one. At most one batch is in flight, so memory stays bounded and the order of writes
+    is kept. The loop only waits for a batch that is still being written when the next one is
+    ready: usually it is long done, and handing a batch over costs no wake-up of the loop.
     """
 
     def __init__(self, spool_dir: Path, executor: Executor, suffix: str = "") -> None:
@@ -196,7 +201,7 @@ class SpoolWriter:
         self._executor = executor
         self._batch: list[bytes] = []
         self._batch_size = 0
-        self._in_flight: asyncio.Future[None] | None = None
+        self._in_flight: Future[None] | None = None
         self._discarded = False
         self._written = 0  # touched only by the writing thread
         self._advised = CACHED_BYTES  # pages before this offset stay cached
@@ -206,16 +211,18 @@ class SpoolWriter:
         self._batch.append(data)
         self._batch_size += len(data)
         self.size += len(data)
-        if self._batch_size >= FLUSH_BYTES:
-            await self._flush()
+        if self._batch_size >= FLUSH_BYTES or len(self._batch) >= MAX_BATCH_CHUNKS:
+            await self._wait_in_flight()
+            if not self._discarded:
+                chunks, size = self._take_batch()
+                self._in_flight = self._executor.submit(self._hash_and_write, chunks, size)
 
     async def finish(self) -> str:
-        """Write what is left, fsync, close; returns the sha256 hex digest."""
-        await self._flush()
-        if self._in_flight is not None:
-            await self._in_flight
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._close_synced)
+        """Write what is left, fsync, close (one hand-over); returns the sha256 hex digest."""
+        await self._wait_in_flight()
+        chunks, size = self._take_batch()
+        done = asyncio.wrap_future(self._executor.submit(self._write_last, chunks, size))
+        await done
         return self._hash.hexdigest()
 
     def discard(self) -> None:
@@ -231,28 +238,37 @@ class SpoolWriter:
         else:
             self._file.close()
 
-    async def _flush(self) -> None:
-        if self._in_flight is not None:
-            await self._in_flight
-            self._in_flight = None
-        if not self._batch or self._discarded:
+    async def _wait_in_flight(self) -> None:
+        """The previous batch is written (its error, a full disk say, is raised here)."""
+        pending = self._in_flight
+        if pending is None:
             return
-        data = b"".join(self._batch)
-        self._batch.clear()
-        self._batch_size = 0
-        loop = asyncio.get_running_loop()
-        self._in_flight = loop.run_in_executor(self._executor, self._hash_and_write, data)
+        if not pending.done():
+            await asyncio.wrap_future(pending)
+        self._in_flight = None
+        pending.result()
 
-    def _hash_and_write(self, data: bytes) -> None:
-        # hashlib and file writes release the GIL on large buffers: this overlaps with the loop.
-        self._hash.update(data)
-        view = memoryview(data)
+    def _take_batch(self) -> tuple[list[bytes], int]:
+        # The chunks go to the thread as they are: joining them would copy every byte once
+        # more, into a fresh buffer whose pages the kernel must fault in and zero.
+        chunks, size = self._batch, self._batch_size
+        self._batch = []
+        self._batch_size = 0
+        return chunks, size
+
+    def _hash_and_write(self, chunks: list[bytes], size: int) -> None:
+        # hashlib and writev release the GIL on large buffers: this overlaps with the loop.
+        for chunk in chunks:
+            self._hash.update(chunk)
         with full_disk_is_507("a spool file"):
-            while view:
-                written = self._file.write(view)
-                view = view[written:]
-        self._written += len(data)
-        self._start_writeback(len(data))
+            _write_all(self._file.fileno(), chunks)
+        self._written += size
+        self._start_writeback(size)
+
+    def _write_last(self, chunks: list[bytes], size: int) -> None:
+        if chunks:
+            self._hash_and_write(chunks, size)
+        self._close_synced()
 
     def _start_writeback(self, length: int) -> None:
         """Have the kernel start writing the new bytes out now, without waiting for them.
@@ -277,3 +293,16 @@ class SpoolWriter:
             self._file.flush()
             os.fsync(self._file.fileno())
         self._file.close()
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """Write `chunks` in order with writev, going on after a partial write."""
+    views = [memoryview(chunk) for chunk in chunks if chunk]
+    while views:
+        written = os.writev(fd, views)
+        while written:
+            if written >= len(views[0]):
+                written -= len(views.pop(0))
+            else:
+                views[0] = views[0][written:]
+                written = 0

@@ -69,11 +69,12 @@ class LocalBlobStore(BlobStore):
         self.retry_after = retry_after
         self._executor = executor
         root.mkdir(parents=True, exist_ok=True)
+        self._real_root = root.resolve()  # once: path_of runs for every stored file
 
     def path_of(self, key: str) -> Path:
         """The file of a key; refuses keys that would leave the root."""
-        path = (self.root / key).resolve()
-        if self.root.resolve() not in path.parents:
+        path = (self._real_root / key).resolve()
+        if self._real_root not in path.parents:
             raise ValueError(f"storage key outside the store: {key!r}")
         return path
 
