@@ -47,7 +47,7 @@ bench-concurrency: setup  ## bursts of 64 and 256 concurrent 5 MB uploads
 
 deploy-local: setup  ## run the shipped supervisord.conf (2 servers on :8000, embedded database)
 	mkdir -p var/log
-	rm -rf var/metrics
+	rm -rf "$$($(BIN)/python -c 'from mediasvc.settings import Settings; print(Settings(data_dir="var").metrics_path)')"
 	$(BIN)/supervisord -c supervisord.conf
 	@echo "running: $(BIN)/supervisorctl -c supervisord.conf status"
 

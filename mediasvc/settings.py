@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
 import re
 import tomllib
@@ -364,8 +365,9 @@ class Settings:
     )
     metrics_dir: str = setting(
         "",
-        "Folder where the processes of one machine share Prometheus metrics. "
-        "Empty: <data_dir>/metrics.",
+        "Folder where the processes of one machine share Prometheus metrics (memory-mapped "
+        "files: keep it off the disk uploads fill). Empty: /dev/shm/mediasvc-metrics-<hash of "
+        "data_dir>, or <data_dir>/metrics where there is no /dev/shm.",
         "http",
     )
     idle_connection_timeout: float = setting(
@@ -598,8 +600,19 @@ class Settings:
 
     @property
     def metrics_path(self) -> Path:
-        """Folder of the multi-process Prometheus metrics."""
-        return Path(self.metrics_dir).resolve() if self.metrics_dir else self.data_path / "metrics"
+        """Folder of the multi-process Prometheus metrics: by default in RAM (/dev/shm).
+
+        Their files are memory-mapped, and writing a page of one that the file system cannot
+        allocate kills the process with SIGBUS: on the data disk, a disk filled by uploads
+        would take every server down. /dev/shm does not fill up with uploads.
+        """
+        if self.metrics_dir:
+            return Path(self.metrics_dir).resolve()
+        shm = Path("/dev/shm")
+        if shm.is_dir() and os.access(shm, os.W_OK):
+            digest = hashlib.sha256(str(self.data_path).encode()).hexdigest()[:12]
+            return shm / f"mediasvc-metrics-{digest}"
+        return self.data_path / "metrics"
 
     @property
     def secrets_path(self) -> Path:

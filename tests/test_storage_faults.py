@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -40,6 +41,7 @@ from tests.conftest import (
     multipart_body,
     service_settings,
 )
+from tests.support.process import Server
 
 UNAVAILABLE = {"error": "Storage unavailable, try again shortly"}
 FULL = {"error": "Not enough storage space for this upload; try again later"}
@@ -427,3 +429,43 @@ def test_s3_signing_without_credentials_is_503(
             store.presign_upload("media/x/y.jpg", "image/jpeg", 10, 60, "http://unused")
         with pytest.raises(Unavailable):
             store.url("media/x/y.jpg", "http://unused")
+
+
+def test_a_full_data_disk_does_not_take_the_server_down(
+    tmp_path: Path, samples: dict[str, bytes]
+) -> None:
+    """`mediasvc serve` with its whole data folder (database, spool, store) on a disk that
+    fills up: reads still answer, writes answer 503/507, and the process stays up.
+
+    Its metrics are memory-mapped files; on the data disk, the first page they could not
+    allocate killed the server with SIGBUS. Nor is a record whose counter could not be
+    written reported as missing (404)."""
+    with tmpfs(tmp_path / "disk", "40m") as disk:
+        server = Server(disk / "var", processing_enabled="false", sweep_interval="0")
+        try:
+            sub = str(uuid.uuid4())
+            token = server.token(sub)
+            media = server.upload(token, sub, "photo.jpg", _photo(samples))
+            item = f"{API}/{media['id']}/"
+            with filled(disk, leave=0):
+                for attempt in range(10):
+                    status, body = server.request("GET", item, token)
+                    assert status in (200, 503), (attempt, status, body)
+                    patch = json.dumps({"title": f"try {attempt} " + "x" * 200}).encode()
+                    status, body = server.request("PATCH", item, token, patch, "application/json")
+                    assert status in (200, 503, 507), (attempt, status, body)
+                    status, body = server.request("GET", f"{API}/?limit=5", token)
+                    assert status in (200, 503), (attempt, status, body)
+                    photo = _photo(samples, 1 * MB)
+                    body, content_type = multipart_body(
+                        {"entity_type": "user", "entity_id": sub}, [("file", "more.jpg", photo)]
+                    )
+                    status, answer = server.request(
+                        "POST", f"{API}/upload/", token, body, content_type
+                    )
+                    assert status in (503, 507), (attempt, status, answer)
+                assert server.process.poll() is None, "the server died on the full disk"
+            status, body = server.request("GET", item, token)
+            assert status == 200 and body["id"] == media["id"], body
+        finally:
+            server.kill()

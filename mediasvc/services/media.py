@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mediasvc.auth import Principal
-from mediasvc.errors import BadRequest, Conflict, Forbidden, MediaError, NotFound
+from mediasvc.errors import BadRequest, Conflict, Forbidden, MediaError, NotFound, Unavailable
 from mediasvc.filenames import clean_filename
 from mediasvc.media_types import MEDIA_TYPES, FileKind
 from mediasvc.pipeline.jobs import (
@@ -321,14 +321,28 @@ class MediaService:
     async def view(self, principal: Principal, media_id: str) -> Doc:
         """Read one media, counting a view."""
         media = await self.get_visible(principal, media_id)
-        return await self.repository.increment(media["_id"], "view_count") or _gone()
+        counted = await self.repository.increment(media["_id"], "view_count")
+        return counted or await self._uncounted(media["_id"])
 
     async def download(self, principal: Principal, media_id: str) -> Doc:
         """Count a download of one media and return it (the handler redirects to its file)."""
         media = await self.get_visible(principal, media_id)
         if media["status"] == "pending":
             raise Conflict("The file of this media has not been uploaded yet")
-        return await self.repository.increment(media["_id"], "download_count") or _gone()
+        counted = await self.repository.increment(media["_id"], "download_count")
+        return counted or await self._uncounted(media["_id"])
+
+    async def _uncounted(self, media_id: str) -> Doc:
+        """A read whose counter could not be written (the database refused the write, a full
+        disk say) still answers: the media if it exists, else 404."""
+        return await self.repository.get(media_id) or _gone()
+
+    async def _not_written(self, media_id: str) -> Doc:
+        """No record came back from a change: 404 if the media is gone, else the database did
+        not take the write (a full disk, say) and the client should try again: 503."""
+        if await self.repository.get(media_id) is None:
+            raise NotFound("Media not found")
+        raise Unavailable("The database could not store the change; try again shortly")
 
     # ---- changing
 
@@ -347,7 +361,8 @@ class MediaService:
         if is_primary is False:
             changes["is_primary"] = False
             unset = ("primary_slot",)
-        return await self.repository.update(media["_id"], changes, unset) or _gone()
+        updated = await self.repository.update(media["_id"], changes, unset)
+        return updated or await self._not_written(media["_id"])
 
     async def set_primary(self, principal: Principal, media_id: str) -> Doc:
         """Make one media the primary of its entity; exactly one stays primary under races."""
