@@ -8,11 +8,9 @@ not by the extension. Each run has a timeout and dies with its worker.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
-import signal
 import subprocess
 from typing import Any
 
@@ -32,7 +30,6 @@ VIDEO_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "avi", "matroska,webm"})
 AUDIO_FORMATS = frozenset({"mp3", "wav", "ogg", "aac", "flac", "mov,mp4,m4a,3gp,3g2,mj2"})
 _DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,avi,matroska,webm,mp3,wav,ogg,aac,flac"
 SAFE_INPUT = {"protocol_whitelist": "file", "format_whitelist": _DEMUXERS}
-_PR_SET_PDEATHSIG = 1
 # Derived files carry nothing of the original's metadata (place, titles, comments,
 # chapters, per-stream tags); the rotation is applied to the pixels, not copied.
 _NO_METADATA = {
@@ -264,28 +261,15 @@ def run_ffmpeg(args: list[str], spec: TaskSpec, what: str) -> str:
 def _run(args: list[str], spec: TaskSpec, what: str) -> str:
     """Run ffmpeg/ffprobe: an argument list, never a shell; killed with the worker, and
     stopped by the kernel at what is left of the job's CPU budget."""
-    child = budget.ChildLimit()
     try:
-        result = subprocess.run(
-            args,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=spec.limits.timeout,
-            preexec_fn=child.preexec(_die_with_parent),
-            check=False,
-        )
+        result = budget.run_child(args, spec.limits.timeout)
     except subprocess.TimeoutExpired:
         raise Refused(
             f"Could not {what}: ffmpeg took longer than {spec.limits.timeout:.0f}s"
         ) from None
-    child.check(result.returncode)
     if result.returncode != 0:
         raise Refused(f"Could not {what}: {_reason(result.stderr, spec)}")
     return result.stdout.decode(errors="replace")
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _reason(stderr: bytes, spec: TaskSpec) -> str:

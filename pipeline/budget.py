@@ -17,10 +17,12 @@ their own limit of what is left of the budget.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import os
 import resource
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +31,7 @@ from typing import Any
 
 from mediasvc.pipeline.tasks import JobRefused, Limits, Refused, TaskSpec
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 MARKER = ".cpu-limit"  # in the job's work folder: why the watchdog ended the worker
 _WATCHDOG_GRACE = 1.0  # CPU seconds past the budget before the watchdog ends the worker
 _WATCHDOG_PERIOD = 0.2
@@ -231,6 +234,27 @@ def read_marker(work_dir: str) -> str | None:
             return marker.read().strip() or None
     except OSError:
         return None
+
+
+def run_child(args: list[str], timeout: float) -> subprocess.CompletedProcess[bytes]:
+    """Run a helper program of the job (ffmpeg, ffprobe, the SVG renderer): an argument list,
+    never a shell; killed with its worker; stopped by the kernel at what is left of the job's
+    CPU budget (then CpuLimitExceeded). Raises subprocess.TimeoutExpired past `timeout`."""
+    child = ChildLimit()
+    result = subprocess.run(
+        args,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+        preexec_fn=child.preexec(_die_with_parent),
+        check=False,
+    )
+    child.check(result.returncode)
+    return result
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ChildLimit:

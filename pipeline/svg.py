@@ -11,7 +11,6 @@ sources of its operations.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -28,19 +27,10 @@ def rasterise(source: str, spec: TaskSpec) -> dict[str, str]:
     args = [sys.executable, "-m", "mediasvc.pipeline.svg", source]
     for op, (width, height) in boxes.items():
         args += [outputs[op], str(width), str(height)]
-    child = budget.ChildLimit()
     try:
-        result = subprocess.run(
-            args,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=spec.limits.timeout,
-            preexec_fn=child.preexec(_die_with_parent),
-            check=False,
-        )
+        result = budget.run_child(args, spec.limits.timeout)
     except subprocess.TimeoutExpired:
         raise Refused(f"Drawing the SVG took longer than {spec.limits.timeout:.0f}s") from None
-    child.check(result.returncode)
     if result.returncode != 0:
         raise Refused(f"Cannot draw the SVG: {_reason(result.stderr)}")
     return outputs
@@ -56,12 +46,6 @@ def _boxes(spec: TaskSpec) -> dict[str, tuple[int, int]]:
     if "resize" in spec.operations and spec.resize:
         boxes["resize"] = spec.resize
     return boxes
-
-
-def _die_with_parent() -> None:
-    import ctypes
-
-    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _reason(stderr: bytes) -> str:
