@@ -3,15 +3,14 @@ sent as integral floats (JSON Schema's integers, JavaScript's numbers), `Locatio
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
-import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.conftest import API, Caller, Client, multipart_body
+from tests.support.media import settled
 
 SPEC_PROCESS_EXAMPLE = {
     "operations": ["thumbnail", "optimize"],
@@ -37,16 +36,6 @@ async def _upload(client: Client, caller: Caller, content: bytes, **fields: str)
     return response.json
 
 
-async def _settled(client: Client, caller: Caller, media_id: str) -> Any:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        media = (await client.request("GET", f"{API}/{media_id}/", token=caller.token)).json
-        if media["status"] in ("ready", "failed"):
-            return media
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"media {media_id} did not settle")
-
-
 async def _process(client: Client, caller: Caller, media_id: str, body: Any) -> Any:
     return await client.request(
         "POST", f"{API}/{media_id}/process/", token=caller.token, json_body=body
@@ -58,13 +47,13 @@ async def test_the_spec_process_example_is_accepted_as_written(
 ) -> None:
     """`options.resize` beside `optimize` (no `resize` operation): the box is kept in the job
     for the optimized copy to fit inside; the job runs."""
-    media = await _settled(client, user, (await _upload(client, user, photo))["id"])
+    media = await settled(client, user.token, (await _upload(client, user, photo))["id"])
     response = await _process(client, user, media["id"], SPEC_PROCESS_EXAMPLE)
     assert response.status == 202, response.body
     job = response.json["job"]
     assert job["operations"] == ["thumbnail", "optimize"]
     assert job["options"] == {"resize": {"width": 800, "height": 600}}
-    done = await _settled(client, user, media["id"])
+    done = await settled(client, user.token, media["id"])
     assert done["status"] == "ready", done["error"]
     assert done["job"]["options"] == {"resize": {"width": 800, "height": 600}}
     assert {"thumbnail", "optimized"} <= {v["name"] for v in done["variants"]}
@@ -100,7 +89,7 @@ async def test_integral_floats_are_integers_in_json_bodies(
 ) -> None:
     """800.0 is the integer 800 to JSON Schema and to JavaScript: accepted and stored as an
     int; 0.5 and true are not integers."""
-    media = await _settled(client, user, (await _upload(client, user, samples["jpg"]))["id"])
+    media = await settled(client, user.token, (await _upload(client, user, samples["jpg"]))["id"])
     path = f"{API}/{media['id']}/"
     patched = await client.request(
         "PATCH", path, token=user.token, json_body={"display_order": 3.0}
@@ -122,7 +111,7 @@ async def test_integral_floats_are_integers_in_json_bodies(
     assert processed.status == 202, processed.body
     assert processed.json["job"]["options"] == {"resize": {"width": 32, "height": 32}}
     assert b'"width": 32,' in processed.body
-    done = await _settled(client, user, media["id"])
+    done = await settled(client, user.token, media["id"])
     assert "resize-32x32" in {v["name"] for v in done["variants"]}
     assert done["display_order"] == 2
 

@@ -33,6 +33,7 @@ from tests.conftest import (
     seaweedfs,
     service_settings,
 )
+from tests.support.media import settled
 from tests.support.process import BIN, Server, make_video, service_env
 
 
@@ -334,17 +335,6 @@ def test_leftovers_of_killed_servers_are_removed_and_live_ones_kept(tmp_path: Pa
 # ---- file deletions while the storage is down
 
 
-async def _ready(client: Client, caller: Caller, media_id: str) -> dict[str, Any]:
-    for _ in range(300):
-        media: dict[str, Any] = (
-            await client.request("GET", f"{API}/{media_id}/", token=caller.token)
-        ).json
-        if media["status"] in ("ready", "failed"):
-            return media
-        await asyncio.sleep(0.1)
-    raise AssertionError("did not settle")
-
-
 async def test_deletes_while_s3_is_down_are_done_when_it_is_back(
     tmp_path: Path, samples: dict[str, bytes]
 ) -> None:
@@ -376,7 +366,7 @@ async def _delete_with_s3_down_then_sweep(
     client, caller = Client(f"http://127.0.0.1:{service.port}"), _caller()
     blobs, sweeper = service.context.blobs, service.context.sweeper
     uploaded = await client.upload(caller.token, "a.jpg", samples["jpg"], caller.entity)
-    media = await _ready(client, caller, uploaded.json["id"])
+    media = await settled(client, caller.token, uploaded.json["id"])
     record = await service.context.repository.get(media["id"])
     assert record is not None
     keys = [record["storage_key"], *(v["key"] for v in record["variants"])]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -10,6 +9,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pytest
 
 from tests.conftest import API, Backend, Caller, Client, make_token
+from tests.support.media import settled
 
 
 def _caller() -> Caller:
@@ -50,17 +50,6 @@ async def _confirm(client: Client, caller: Caller, media_id: str) -> Any:
     return await client.request("POST", f"{API}/{media_id}/confirm_upload/", token=caller.token)
 
 
-async def _settled(client: Client, caller: Caller, media_id: str) -> dict[str, Any]:
-    for _ in range(600):
-        media: dict[str, Any] = (
-            await client.request("GET", f"{API}/{media_id}/", token=caller.token)
-        ).json
-        if media["status"] in ("ready", "failed"):
-            return media
-        await asyncio.sleep(0.1)
-    raise AssertionError("did not settle")
-
-
 async def test_full_presigned_flow(backend: Backend, samples: dict[str, bytes]) -> None:
     client, caller = backend.client, _caller()
     content = samples["mp4"]
@@ -82,7 +71,7 @@ async def test_full_presigned_flow(backend: Backend, samples: dict[str, bytes]) 
     assert confirmed.json["status"] == "processing"
     again = await _confirm(client, caller, answer["media_id"])
     assert again.status == 200 and again.json["job"]["id"] == confirmed.json["job"]["id"]
-    media = await _settled(client, caller, answer["media_id"])
+    media = await settled(client, caller.token, answer["media_id"])
     assert media["status"] == "ready", media["error"]
     assert {v["name"] for v in media["variants"]} == {"thumbnail", "optimized"}
     assert (await client.request("GET", media["url"])).body == content
