@@ -387,8 +387,9 @@ class MediaService:
         deleted = await self.repository.delete(media["_id"])
         if deleted is None:
             raise NotFound("Media not found")
-        keys = [deleted["storage_key"]] + [v["key"] for v in deleted.get("variants", [])]
-        keys.append(deleted.get("thumbnail_key") or "")
+        keys = [deleted["storage_key"], *(v["key"] for v in deleted.get("variants", []))]
+        if deleted.get("thumbnail_key"):
+            keys.append(deleted["thumbnail_key"])
         # A presigned URL still valid can put the original back: delete it again after that.
         grace = self.settings.pending_upload_grace * 1000
         url_dead = (deleted.get("upload_expires_at") or 0) + grace
