@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from mediasvc.handlers.base import BaseHandler
-from mediasvc.services.media import ListQuery
+from mediasvc.listing import Cursor, MediaPage, MediaQuery
 
 API = r"/api/v1/drf/media"
 MEDIA_ID = r"(?P<media_id>[^/]+)"
@@ -23,33 +23,58 @@ def entity_location(base_url: str, entity_type: str, entity_id: str) -> str:
 
 
 class MediaListHandler(BaseHandler):
-    """GET the media the caller may see, filtered and paginated."""
+    """GET the media the caller may see, filtered and paginated.
+
+    A client that pages by `offset` gets offset links, as the spec shows; otherwise the
+    links carry a `cursor`, which stays as fast on the thousandth page as on the first."""
 
     async def get(self) -> None:
         principal = self.authenticate()
         params = {name: self.get_query_argument(name) for name in self.request.query_arguments}
-        query = self.ctx.media.parse_list_query(params)
-        page = await self.ctx.media.list_media(principal, query)
+        query = self.ctx.media.parse_list_query(principal, params)
+        page = await self.ctx.media.list_media(query)
+        links = self._offset_links if "offset" in params else self._cursor_links
+        following, preceding = links(query, page)
         self.write_json(
             {
                 "count": page.count,
-                "next": self._page_link(query, page.offset + page.limit)
-                if page.offset + page.limit < page.count
-                else None,
-                "previous": self._page_link(query, max(0, page.offset - page.limit))
-                if page.offset > 0
-                else None,
+                "next": following,
+                "previous": preceding,
                 "results": [self.ctx.media.present(m, self.base_url) for m in page.items],
             }
         )
 
-    def _page_link(self, query: ListQuery, offset: int) -> str:
+    def _offset_links(self, query: MediaQuery, page: MediaPage) -> tuple[str | None, str | None]:
+        after = query.offset + query.limit
+        following = self._page_link(query, offset=str(after)) if page.has_more else None
+        before = max(0, query.offset - query.limit)
+        preceding = self._page_link(query, offset=str(before)) if query.offset > 0 else None
+        return following, preceding
+
+    def _cursor_links(self, query: MediaQuery, page: MediaPage) -> tuple[str | None, str | None]:
+        """Forward from the last item, back from the first. Going forward, there is more
+        behind once a cursor was used; going back, more ahead always."""
+        backward = query.cursor is not None and query.cursor.before
+        more_ahead = backward or page.has_more
+        more_behind = page.has_more if backward else query.cursor is not None
+        if not page.items:
+            more_ahead = more_behind = False
+        first, last = (page.items[0].sort_key, page.items[-1].sort_key) if page.items else ("", "")
+        following = self._page_link(query, cursor=Cursor(last).encode()) if more_ahead else None
+        preceding = (
+            self._page_link(query, cursor=Cursor(first, before=True).encode())
+            if more_behind
+            else None
+        )
+        return following, preceding
+
+    def _page_link(self, query: MediaQuery, **position: str) -> str:
         """An absolute link to another page that keeps every filter."""
-        params = dict(query.filters)
+        params = dict(query.filters.items())
         if query.search:
             params["search"] = query.search
         params["limit"] = str(query.limit)
-        params["offset"] = str(offset)
+        params.update(position)
         return f"{self.base_url}{self.request.path}?{urlencode(params)}"
 
 

@@ -9,10 +9,11 @@ from collections.abc import Awaitable, Callable
 from mediasvc import metrics
 from mediasvc.errors import MediaError
 from mediasvc.handlers.base import BaseHandler
+from mediasvc.records import JobState
 
 log = logging.getLogger(__name__)
 CHECK_TIMEOUT = 2.0
-JOB_STATES = ("queued", "running", "failed")
+JOB_STATES = tuple(state.value for state in (JobState.QUEUED, JobState.RUNNING, JobState.FAILED))
 
 
 class HealthHandler(BaseHandler):

@@ -11,12 +11,9 @@ from mediasvc import metrics
 from mediasvc.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
 from mediasvc.handlers.base import BaseHandler
 from mediasvc.handlers.media import API, MEDIA_ID, media_location
+from mediasvc.records import MediaStatus, StorageKey
 from mediasvc.spool import SpoolWriter
 from mediasvc.storage.local import UPLOADS_PREFIX, LocalBlobStore
-
-_MEDIA_KEY = re.compile(
-    r"media/[a-z][a-z0-9_\-]{0,63}/[0-9a-f\-]{36}/([0-9a-f\-]{36})\.[a-z0-9]{1,5}"
-)
 
 
 class PresignedUploadHandler(BaseHandler):
@@ -87,11 +84,11 @@ class LocalPutHandler(BaseHandler):
 
     async def _check_expected(self, key: str) -> None:
         """404 unless a pending media still waits for this key (it may have been deleted)."""
-        match = _MEDIA_KEY.fullmatch(key)
-        media = await self.ctx.repository.get(match.group(1)) if match else None
-        if media is None or media["storage_key"] != key:
+        parsed = StorageKey.parse(key)
+        media = await self.ctx.repository.get(parsed.media_id) if parsed else None
+        if media is None or media.storage_key != key:
             raise NotFound("No upload is expected at this URL")
-        if media["status"] != "pending":
+        if media.status is not MediaStatus.PENDING:
             raise Conflict("This upload URL was already used")
 
     async def data_received(self, chunk: bytes) -> None:

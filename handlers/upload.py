@@ -91,7 +91,7 @@ class UploadHandler(BaseHandler):
             )
         finally:
             receiver.discard()
-        self.set_header("Location", media_location(self.base_url, media["_id"]))
+        self.set_header("Location", media_location(self.base_url, media.id))
         self.write_json(self.ctx.media.present(media, self.base_url), status=201)
 
     def on_connection_close(self) -> None:

@@ -142,7 +142,9 @@ async def start_service(settings: Settings) -> Service:
         raise
 
 
-async def _build_context(settings: Settings, stack: AsyncExitStack) -> AppContext:
+async def _build_context(
+    settings: Settings, stack: AsyncExitStack, *, migrate: bool = True
+) -> AppContext:
     for folder in (settings.data_path, settings.storage_path, settings.spool_path):
         folder.mkdir(parents=True, exist_ok=True)
     jwt_secret, url_secret = resolve_secrets(
@@ -159,7 +161,7 @@ async def _build_context(settings: Settings, stack: AsyncExitStack) -> AppContex
     )
     repository = MongoMediaRepository(client, settings.mongodb_database)
     stack.push_async_callback(repository.close)
-    await _wait_for_database(repository, settings.startup_timeout)
+    await _wait_for_database(repository, settings.startup_timeout, migrate)
     if embedded is not None:
         embedded.supervise(lambda: _wait_for_database(repository, settings.startup_timeout))
         stack.push_async_callback(embedded.stop_supervising)
@@ -228,12 +230,17 @@ def _start_dispatcher(
     return dispatcher
 
 
-async def _wait_for_database(repository: MongoMediaRepository, timeout: float) -> None:
-    """Under supervisord the database may start a moment after us: retry until `timeout`."""
+async def _wait_for_database(
+    repository: MongoMediaRepository, timeout: float, migrate: bool = True
+) -> None:
+    """Under supervisord the database may start a moment after us: retry until `timeout`.
+    Then bring records of earlier versions up to date (a no-op once they are)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             await repository.ensure_indexes()
+            if migrate:
+                await repository.migrate()
             return
         except Unavailable:
             if time.monotonic() >= deadline:
@@ -294,6 +301,20 @@ async def collect_garbage(settings: Settings) -> dict[str, int | list[str]]:
     async with AsyncExitStack() as stack:
         context = await _build_context(settings.replace(processing_enabled=False), stack)
         return await context.sweeper.sweep()
+
+
+async def migrate_database(settings: Settings) -> dict[str, int]:
+    """`mediasvc migrate`: bring the records up to date by hand (a server does it at start-up),
+    beside a running server through its embedded database, like `gc`."""
+    if not settings.mongodb_uri:
+        uri = running_database_uri(settings.data_path)
+        if uri is not None:
+            settings = settings.replace(mongodb_uri=uri)
+    async with AsyncExitStack() as stack:
+        context = await _build_context(
+            settings.replace(processing_enabled=False), stack, migrate=False
+        )
+        return await context.repository.migrate()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 import jwt
 
 from mediasvc.errors import Unauthorized
+from mediasvc.listing import Visibility
+from mediasvc.records import MediaRecord
 from mediasvc.settings import Settings
 
 _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*)$")
@@ -42,27 +44,23 @@ class Principal:
             return True
         return f"{entity_type}:{entity_id}" in self.entities or f"{entity_type}:*" in self.entities
 
-    def may_see(self, media: dict[str, Any]) -> bool:
+    def may_see(self, media: MediaRecord) -> bool:
         """Whether the caller may read (and change) one media record."""
-        return media.get("uploaded_by") == self.sub or self.may_act_on(
-            media["entity_type"], media["entity_id"]
-        )
+        return media.uploaded_by == self.sub or self.may_act_on(media.entity_type, media.entity_id)
 
-    def visibility_filter(self) -> dict[str, Any] | None:
-        """A MongoDB filter of the media this caller may see; None means everything."""
+    def visibility(self) -> Visibility | None:
+        """What this caller may see in lists; None means everything (an admin)."""
         if self.is_admin:
             return None
-        clauses: list[dict[str, Any]] = [
-            {"uploaded_by": self.sub},
-            {"entity_type": "user", "entity_id": self.sub},
-        ]
-        for grant in sorted(self.entities):
+        entities = {("user", self.sub)}
+        types = set()
+        for grant in self.entities:
             entity_type, entity_id = grant.split(":", 1)
             if entity_id == "*":
-                clauses.append({"entity_type": entity_type})
+                types.add(entity_type)
             else:
-                clauses.append({"entity_type": entity_type, "entity_id": entity_id})
-        return {"$or": clauses}
+                entities.add((entity_type, entity_id))
+        return Visibility(self.sub, frozenset(entities), frozenset(types))
 
 
 class TokenAuthority:

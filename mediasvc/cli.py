@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "worker", parents=[common], help="process jobs without serving HTTP (a processing node)"
     )
+    commands.add_parser(
+        "migrate",
+        parents=[common],
+        help="bring records of earlier versions up to date (servers also do it at start-up)",
+    )
     return parser
 
 
@@ -76,13 +81,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "database":
         return run_database(settings)
     _share_metrics(settings)
-    from mediasvc.app import collect_garbage, run_worker, serve  # after the metrics folder is set
+    from mediasvc.app import (  # after the metrics folder is set
+        collect_garbage,
+        migrate_database,
+        run_worker,
+        serve,
+    )
 
     try:
         if args.command == "gc":
             report = asyncio.run(collect_garbage(settings))
             print(json.dumps(report))
             return 1 if "errors" in report else 0  # a step could not run: cron should say so
+        if args.command == "migrate":
+            print(json.dumps(asyncio.run(migrate_database(settings))))
+            return 0
         run = run_worker if args.command == "worker" else serve
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run(settings))

@@ -9,9 +9,10 @@ File deletions that could not be done yet are kept in ``deletions`` until a swee
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -20,10 +21,40 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 from mediasvc.errors import Unavailable
-from mediasvc.pipeline.jobs import ACTIVE_STATES
+from mediasvc.listing import MediaPage, MediaQuery, merge, plan, window, with_range
+from mediasvc.migrations import migrate_media
+from mediasvc.records import (
+    ACTIVE_JOB_STATES,
+    DERIVED_SOURCES,
+    Doc,
+    MediaRecord,
+    MediaStatus,
+    derived_changed,
+    derived_fields,
+    stored_changes,
+)
 
-Doc = dict[str, Any]
-LIST_ORDER = [("display_order", ASCENDING), ("created_at", DESCENDING), ("_id", ASCENDING)]
+SORT_FIELD = "sort_key"
+# Every list shape's index: an equality prefix, then the sort key (see mediasvc.listing).
+MEDIA_INDEXES = {
+    "by_entity_key": ("entity_type", "entity_id", SORT_FIELD),
+    "by_uploader_key": ("uploaded_by", SORT_FIELD),
+    "by_type_key": ("entity_type", SORT_FIELD),
+    "by_key": (SORT_FIELD,),
+    "by_media_type_key": ("media_type", SORT_FIELD),
+    "by_status_key": ("status", SORT_FIELD),
+    "pending_expiry": ("status", "upload_expires_at"),
+}
+# Indexes of earlier versions that no query uses any more.
+RETIRED_INDEXES = ("by_entity", "by_uploader", "list_order")
+MEDIA_TOTAL = "media"  # the counters document of the maintained total
+ANY_JOB: Any = object()  # `update(job_is=...)` default: whatever job the media shows
+
+
+def eq(value: Any) -> Doc:
+    """An explicit equality: index-served on every wire server (an implicit `{f: v}` is not,
+    on the embedded one)."""
+    return {"$eq": value}
 
 
 class PrimaryTaken(Exception):
@@ -63,41 +94,45 @@ class MediaRepository(ABC):
         """Raise Unavailable if the database does not answer."""
 
     @abstractmethod
-    async def insert(self, media: Doc) -> None:
+    async def insert(self, media: MediaRecord) -> None:
         """Insert a new media record."""
 
     @abstractmethod
-    async def get(self, media_id: str) -> Doc | None:
+    async def insert_many(self, records: Sequence[MediaRecord]) -> None:
+        """Insert many new media records at once (seeding, imports)."""
+
+    @abstractmethod
+    async def get(self, media_id: str) -> MediaRecord | None:
         """One media record, or None."""
 
     @abstractmethod
-    async def find(self, query: Doc, skip: int, limit: int) -> list[Doc]:
-        """A page of media records in list order."""
+    async def list_media(self, query: MediaQuery) -> MediaPage:
+        """A page of media records in list order, and how many match in all."""
 
     @abstractmethod
-    async def count(self, query: Doc) -> int:
-        """How many media records match."""
-
-    @abstractmethod
-    async def increment(self, media_id: str, counter: str) -> Doc | None:
+    async def increment(self, media_id: str, counter: str) -> MediaRecord | None:
         """Add one to a counter and return the record after the change."""
 
     @abstractmethod
     async def update(
-        self, media_id: str, changes: Doc, unset: tuple[str, ...] = (), where: Doc | None = None
-    ) -> Doc | None:
-        """Set (and unset) fields of one record (if it also matches `where`); return it after."""
+        self,
+        media_id: str,
+        changes: Mapping[str, Any],
+        unset: tuple[str, ...] = (),
+        *,
+        job_is: str | Any | None = ANY_JOB,
+    ) -> MediaRecord | None:
+        """Set (and unset) fields of one record; with `job_is`, only while its job summary is
+        that job's (or None: it has none). Returns the record after the change."""
 
     @abstractmethod
-    async def update_many(self, media_ids: list[str], changes: Doc) -> int:
-        """Set fields on several records; returns how many matched."""
-
-    @abstractmethod
-    async def delete(self, media_id: str) -> Doc | None:
+    async def delete(self, media_id: str) -> MediaRecord | None:
         """Delete one record (and its jobs) and return what was deleted."""
 
     @abstractmethod
-    async def make_primary(self, media: Doc, changes: Doc) -> Doc | None:
+    async def make_primary(
+        self, media: MediaRecord, changes: Mapping[str, Any]
+    ) -> MediaRecord | None:
         """Make `media` the primary of its entity (clearing the old one); PrimaryTaken on a race."""
 
     @abstractmethod
@@ -105,12 +140,18 @@ class MediaRepository(ABC):
         """Unmark the primary media of an entity unless it is `except_id`."""
 
     @abstractmethod
-    async def transition(self, media_id: str, from_status: str, changes: Doc) -> Doc | None:
+    async def transition(
+        self, media_id: str, from_status: MediaStatus, changes: Mapping[str, Any]
+    ) -> MediaRecord | None:
         """Set fields only if the media still has `from_status` (one caller wins a race)."""
 
     @abstractmethod
-    async def expired_pending(self, before: int, limit: int) -> list[Doc]:
+    async def expired_pending(self, before: int, limit: int) -> list[MediaRecord]:
         """Pending media whose upload URL expired before `before` (ms)."""
+
+    @abstractmethod
+    async def migrate(self) -> dict[str, int]:
+        """Bring records written by earlier versions up to date (idempotent, resumable)."""
 
     @abstractmethod
     async def insert_job(self, job: Doc) -> None:
@@ -161,6 +202,7 @@ class MongoMediaRepository(MediaRepository):
         self._media = self._db["media"]
         self._jobs = self._db["jobs"]
         self._deletions = self._db["deletions"]
+        self._counters = self._db["counters"]
 
     async def ensure_indexes(self) -> None:
         with database_errors():
@@ -170,14 +212,11 @@ class MongoMediaRepository(MediaRepository):
                 sparse=True,
                 name="one_primary_per_entity",
             )
-            await self._media.create_index(
-                [("entity_type", ASCENDING), ("entity_id", ASCENDING)], name="by_entity"
-            )
-            await self._media.create_index([("uploaded_by", ASCENDING)], name="by_uploader")
-            await self._media.create_index(
-                [("status", ASCENDING), ("upload_expires_at", ASCENDING)], name="pending_expiry"
-            )
-            await self._media.create_index(LIST_ORDER[:2], name="list_order")
+            for name, keys in MEDIA_INDEXES.items():
+                await self._media.create_index([(k, ASCENDING) for k in keys], name=name)
+            for name in RETIRED_INDEXES:
+                with suppress(OperationFailure):
+                    await self._media.drop_index(name)
             await self._jobs.create_index([("media_id", ASCENDING)], name="by_media")
             await self._jobs.create_index(
                 [("state", ASCENDING), ("suspect", ASCENDING), ("created_at", ASCENDING)],
@@ -193,6 +232,9 @@ class MongoMediaRepository(MediaRepository):
                 name="claim_order_by_lane",
             )
             await self._jobs.create_index(
+                [("state", ASCENDING), ("lease_expires_at", ASCENDING)], name="lease_expiry"
+            )
+            await self._jobs.create_index(
                 [("active_slot", ASCENDING)],
                 unique=True,
                 sparse=True,
@@ -204,98 +246,205 @@ class MongoMediaRepository(MediaRepository):
     async def _mark_active_jobs(self) -> None:
         """Jobs queued before `active_slot` existed get it, so the index covers them too."""
         with database_errors():
-            cursor = self._jobs.find(
-                {"state": {"$in": list(ACTIVE_STATES)}, "active_slot": {"$exists": False}}
-            )
-            for job in await cursor.to_list():
-                with suppress(DuplicateKeyError):  # a duplicate of an older one: left as it is
-                    await self._jobs.update_one(
-                        {"_id": job["_id"]}, {"$set": {"active_slot": job["media_id"]}}
-                    )
+            for state in ACTIVE_JOB_STATES:
+                query = {"state": eq(state.value), "active_slot": {"$exists": False}}
+                cursor = self._jobs.find(query)
+                for job in await cursor.to_list():
+                    with suppress(DuplicateKeyError):  # a duplicate of an older one: left as is
+                        await self._jobs.update_one(
+                            {"_id": eq(job["_id"])}, {"$set": {"active_slot": job["media_id"]}}
+                        )
 
     async def ping(self) -> None:
         with database_errors():
             await self._db.command("ping")
 
-    async def insert(self, media: Doc) -> None:
-        with database_errors():
-            await self._media.insert_one(media)
+    # ---- media records
 
-    async def get(self, media_id: str) -> Doc | None:
+    async def insert(self, media: MediaRecord) -> None:
         with database_errors():
-            return await self._media.find_one({"_id": media_id})
+            await self._media.insert_one(media.to_doc())
+            await self._count_media(1)
 
-    async def find(self, query: Doc, skip: int, limit: int) -> list[Doc]:
-        with database_errors():
-            cursor = self._media.find(query).sort(LIST_ORDER).skip(skip).limit(limit)
-            return await cursor.to_list()
+    async def insert_many(self, records: Sequence[MediaRecord]) -> None:
+        if records:
+            with database_errors():
+                await self._media.insert_many([media.to_doc() for media in records])
+                await self._count_media(len(records))
 
-    async def count(self, query: Doc) -> int:
+    async def get(self, media_id: str) -> MediaRecord | None:
         with database_errors():
-            return await self._media.count_documents(query)
+            doc = await self._media.find_one({"_id": eq(media_id)})
+        return MediaRecord.from_doc(doc) if doc else None
 
-    async def increment(self, media_id: str, counter: str) -> Doc | None:
+    async def list_media(self, query: MediaQuery) -> MediaPage:
+        """Each branch of the query's plan fetched and counted at once, merged by sort key."""
+        branches = plan(query)
         with database_errors():
-            return await self._media.find_one_and_update(
-                {"_id": media_id}, {"$inc": {counter: 1}}, return_document=ReturnDocument.AFTER
+            fetched, count = await asyncio.gather(
+                self._fetch(query, branches.fetch), self._count(query, branches.count)
             )
+        has_more = len(fetched) > query.limit
+        items = fetched[: query.limit]
+        if query.cursor is not None and query.cursor.before:
+            items.reverse()
+        return MediaPage(items, count, has_more)
+
+    async def _fetch(self, query: MediaQuery, branches: list[Doc]) -> list[MediaRecord]:
+        key_range, offset, wanted = window(query)
+        descending = query.cursor is not None and query.cursor.before
+        direction = DESCENDING if descending else ASCENDING
+        if len(branches) == 1:  # the database skips
+            cursor = self._media.find(with_range(branches[0], key_range))
+            docs = await cursor.sort(SORT_FIELD, direction).skip(offset).limit(wanted).to_list()
+            return [MediaRecord.from_doc(doc) for doc in docs]
+        pages = await asyncio.gather(
+            *(
+                self._media.find(with_range(branch, key_range))
+                .sort(SORT_FIELD, direction)
+                .limit(offset + wanted)
+                .to_list()
+                for branch in branches
+            )
+        )
+        records = [[MediaRecord.from_doc(doc) for doc in page] for page in pages]
+        return merge(records, descending)[offset : offset + wanted]
+
+    async def _count(self, query: MediaQuery, branches: list[Doc]) -> int:
+        if query.unfiltered:
+            return await self._media_total()
+        counts = await asyncio.gather(*(self._count_command(branch) for branch in branches))
+        return sum(counts)
+
+    async def _count_command(self, where: Doc) -> int:
+        """The `count` command: index-served on every wire server (pymongo's
+        `count_documents` is an aggregation that the embedded server runs in Python)."""
+        answer = await self._db.command("count", self._media.name, query=where)
+        return int(answer["n"])
+
+    async def _media_total(self) -> int:
+        counter = await self._counters.find_one({"_id": eq(MEDIA_TOTAL)})
+        if counter is None:  # first use: count once
+            return await self.recount()
+        return int(counter["n"])
+
+    async def _count_media(self, change: int) -> None:
+        await self._counters.update_one(
+            {"_id": eq(MEDIA_TOTAL)}, {"$inc": {"n": change}}, upsert=True
+        )
+
+    async def recount(self) -> int:
+        """Set the maintained total to a fresh count (it drifts only if a process dies
+        between a record's insert or delete and its count)."""
+        with database_errors():
+            total = await self._count_command({})
+            await self._counters.update_one(
+                {"_id": eq(MEDIA_TOTAL)}, {"$set": {"n": total}}, upsert=True
+            )
+        return total
+
+    async def increment(self, media_id: str, counter: str) -> MediaRecord | None:
+        with database_errors():
+            doc = await self._media.find_one_and_update(
+                {"_id": eq(media_id)},
+                {"$inc": {counter: 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+        return MediaRecord.from_doc(doc) if doc else None
 
     async def update(
-        self, media_id: str, changes: Doc, unset: tuple[str, ...] = (), where: Doc | None = None
-    ) -> Doc | None:
-        operation: Doc = {"$set": changes}
+        self,
+        media_id: str,
+        changes: Mapping[str, Any],
+        unset: tuple[str, ...] = (),
+        *,
+        job_is: str | Any | None = ANY_JOB,
+    ) -> MediaRecord | None:
+        operation: Doc = {"$set": stored_changes(changes)}
         if unset:
             operation["$unset"] = {name: "" for name in unset}
+        where: Doc = {"_id": eq(media_id)}
+        if job_is is not ANY_JOB:
+            where.update({"job": None} if job_is is None else {"job.id": eq(job_is)})
         with database_errors():
-            return await self._media.find_one_and_update(
-                {**(where or {}), "_id": media_id}, operation, return_document=ReturnDocument.AFTER
+            doc = await self._media.find_one_and_update(
+                where, operation, return_document=ReturnDocument.AFTER
             )
+            if doc is not None and derived_changed(changes):
+                doc = await self._refresh_derived(doc)
+        return MediaRecord.from_doc(doc) if doc else None
 
-    async def update_many(self, media_ids: list[str], changes: Doc) -> int:
+    async def _refresh_derived(self, doc: Doc) -> Doc:
+        """Store the sort key and search text of a record whose sources just changed.
+
+        Conditional on the sources it was computed from, so of two changes racing, the one
+        whose sources are current wins and the derived fields always match the record."""
+        record = MediaRecord.from_doc(doc)
+        derived = derived_fields(record)
+        if all(doc.get(name) == value for name, value in derived.items()):
+            return doc
+        sources = {name: eq(doc[name]) for name in DERIVED_SOURCES if name in doc}
+        await self._media.update_one({"_id": eq(record.id), **sources}, {"$set": derived})
+        return {**doc, **derived}
+
+    async def delete(self, media_id: str) -> MediaRecord | None:
         with database_errors():
-            result = await self._media.update_many({"_id": {"$in": media_ids}}, {"$set": changes})
-            return result.matched_count
+            doc = await self._media.find_one_and_delete({"_id": eq(media_id)})
+            if doc is None:
+                return None
+            await asyncio.gather(
+                self._jobs.delete_many({"media_id": eq(media_id)}), self._count_media(-1)
+            )
+        return MediaRecord.from_doc(doc)
 
-    async def delete(self, media_id: str) -> Doc | None:
-        with database_errors():
-            media = await self._media.find_one_and_delete({"_id": media_id})
-            if media is not None:
-                await self._jobs.delete_many({"media_id": media_id})
-            return media
-
-    async def make_primary(self, media: Doc, changes: Doc) -> Doc | None:
-        slot = f"{media['entity_type']}:{media['entity_id']}"
-        await self.clear_primary(media["entity_type"], media["entity_id"], except_id=media["_id"])
+    async def make_primary(
+        self, media: MediaRecord, changes: Mapping[str, Any]
+    ) -> MediaRecord | None:
+        slot = media.entity_slot
+        await self.clear_primary(media.entity_type, media.entity_id, except_id=media.id)
         # update_one, not find_one_and_update: every wire server reports a unique-index
         # violation from it (the embedded one silently returns None from the latter).
         try:
             with database_errors():
                 result = await self._media.update_one(
-                    {"_id": media["_id"]},
-                    {"$set": {**changes, "is_primary": True, "primary_slot": slot}},
+                    {"_id": eq(media.id)},
+                    {"$set": {**stored_changes(changes), "is_primary": True, "primary_slot": slot}},
                 )
         except DuplicateKeyError:
             raise PrimaryTaken(slot) from None
-        return await self.get(media["_id"]) if result.matched_count else None
+        if not result.matched_count:
+            return None
+        if derived_changed(changes):
+            return await self.update(media.id, {})  # refreshes the derived fields
+        return await self.get(media.id)
 
     async def clear_primary(self, entity_type: str, entity_id: str, except_id: str) -> None:
         with database_errors():
             await self._media.update_many(
-                {"primary_slot": f"{entity_type}:{entity_id}", "_id": {"$ne": except_id}},
+                {"primary_slot": eq(f"{entity_type}:{entity_id}"), "_id": {"$ne": except_id}},
                 {"$set": {"is_primary": False}, "$unset": {"primary_slot": ""}},
             )
 
-    async def transition(self, media_id: str, from_status: str, changes: Doc) -> Doc | None:
+    async def transition(
+        self, media_id: str, from_status: MediaStatus, changes: Mapping[str, Any]
+    ) -> MediaRecord | None:
         with database_errors():
             result = await self._media.update_one(
-                {"_id": media_id, "status": from_status}, {"$set": changes}
+                {"_id": eq(media_id), "status": eq(from_status.value)},
+                {"$set": stored_changes(changes)},
             )
         return await self.get(media_id) if result.matched_count else None
 
-    async def expired_pending(self, before: int, limit: int) -> list[Doc]:
+    async def expired_pending(self, before: int, limit: int) -> list[MediaRecord]:
         with database_errors():
-            cursor = self._media.find({"status": "pending", "upload_expires_at": {"$lt": before}})
-            return await cursor.limit(limit).to_list()
+            cursor = self._media.find(
+                {"status": eq(MediaStatus.PENDING.value), "upload_expires_at": {"$lt": before}}
+            )
+            docs = await cursor.limit(limit).to_list()
+        return [MediaRecord.from_doc(doc) for doc in docs]
+
+    async def migrate(self) -> dict[str, int]:
+        return await migrate_media(self._db, self._media, self.recount)
 
     async def insert_job(self, job: Doc) -> None:
         try:
@@ -340,13 +489,17 @@ class MongoMediaRepository(MediaRepository):
 
     async def count_deletions(self) -> int:
         with database_errors():
-            return await self._deletions.count_documents({})
+            answer = await self._db.command("count", self._deletions.name)
+            return int(answer["n"])
 
     async def count_jobs(self, states: tuple[str, ...]) -> dict[str, int]:
         counts = {}
         with database_errors():
             for state in states:
-                counts[state] = await self._jobs.count_documents({"state": state})
+                answer = await self._db.command(
+                    "count", self._jobs.name, query={"state": eq(state)}
+                )
+                counts[state] = int(answer["n"])
         return counts
 
     @property

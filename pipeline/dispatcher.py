@@ -23,9 +23,10 @@ from mediasvc.errors import Unavailable
 from mediasvc.pipeline import budget
 from mediasvc.pipeline.jobs import CHEAP, HEAVY, job_summary
 from mediasvc.pipeline.pool import WorkerLost, WorkerPool
-from mediasvc.pipeline.queue import Job, JobQueue, now_ms
+from mediasvc.pipeline.queue import Job, JobQueue
 from mediasvc.pipeline.tasks import Limits, TaskResult, TaskSpec, Variant
-from mediasvc.repository import Doc, MediaRepository
+from mediasvc.records import Doc, JobState, MediaRecord, MediaStatus, now_ms
+from mediasvc.repository import MediaRepository
 from mediasvc.services.deletions import FileDeletions
 from mediasvc.settings import Settings
 from mediasvc.spool import owner_tag
@@ -192,10 +193,10 @@ class Dispatcher:
 
     async def _process(self, job: Job) -> None:
         # Showing the job as running and reading the media is one round trip.
-        running = job_summary({**job, "state": "running"})
+        running = job_summary({**job, "state": JobState.RUNNING.value})
         media = await self.repository.update(job["media_id"], {"job": running})
         if media is None:
-            await self.queue.settle(job["_id"], "failed", "The media was deleted")
+            await self.queue.settle(job["_id"], JobState.FAILED, "The media was deleted")
             return
         if job["attempts"] > self.settings.job_max_attempts:
             await self._give_up(job, media, job.get("error") or "Too many attempts")
@@ -223,15 +224,15 @@ class Dispatcher:
         finally:
             await self._io_call(shutil.rmtree, work_dir, True)
 
-    async def _spec(self, job: Job, media: Doc, work_dir: str) -> TaskSpec:
-        source = await self.blobs.local_copy(media["storage_key"], Path(work_dir))
+    async def _spec(self, job: Job, media: MediaRecord, work_dir: str) -> TaskSpec:
+        source = await self.blobs.local_copy(media.storage_key, Path(work_dir))
         resize = job.get("options", {}).get("resize")
         settings = self.settings
         return TaskSpec(
-            media_id=media["_id"],
-            media_type=media["media_type"],
-            content_type=media["content_type"],
-            extension=media["extension"],
+            media_id=media.id,
+            media_type=media.media_type,
+            content_type=media.content_type,
+            extension=media.extension,
             source=str(source),
             work_dir=work_dir,
             operations=tuple(job["operations"]),
@@ -265,32 +266,37 @@ class Dispatcher:
 
     # ---- outcomes
 
-    async def _succeed(self, job: Job, media: Doc, result: TaskResult) -> None:
+    async def _succeed(self, job: Job, media: MediaRecord, result: TaskResult) -> None:
         stored = await self._store_variants(media, result.variants)
-        settled = await self.queue.settle(job["_id"], "done")
+        settled = await self.queue.settle(job["_id"], JobState.DONE)
         if settled is None:  # our lease was lost and someone else has the job now
-            await self.deletions.delete([v["key"] for v in stored], media["_id"])
+            await self.deletions.delete([v["key"] for v in stored], media.id)
             return
-        variants = _merge_variants(media.get("variants", []), stored)
+        variants = _merge_variants(media.variants, stored)
         changes = _result_changes(variants, result)
         # The media is ready only if no later job was queued for it meanwhile (that job's
         # summary would have replaced ours): one conditional update, no count.
-        finished = {**changes, "status": "ready", "error": None, "job": job_summary(settled)}
-        updated = await self.repository.update(media["_id"], finished, where={"job.id": job["_id"]})
+        finished = {
+            **changes,
+            "status": MediaStatus.READY,
+            "error": None,
+            "job": job_summary(settled),
+        }
+        updated = await self.repository.update(media.id, finished, job_is=job["_id"])
         if updated is None:
-            updated = await self.repository.update(media["_id"], changes)
+            updated = await self.repository.update(media.id, changes)
         if updated is None:
             await self.deletions.delete([v["key"] for v in stored])  # deleted while we worked
             return
-        replaced = {v["key"] for v in media.get("variants", [])} - {v["key"] for v in variants}
-        await self.deletions.delete(replaced, media["_id"])
+        replaced = {v["key"] for v in media.variants} - {v["key"] for v in variants}
+        await self.deletions.delete(replaced, media.id)
 
-    async def _store_variants(self, media: Doc, variants: tuple[Variant, ...]) -> list[Doc]:
-        base = media["storage_key"].rsplit(".", 1)[0]
+    async def _store_variants(self, media: MediaRecord, variants: tuple[Variant, ...]) -> list[Doc]:
+        original = media.key
         stored = []
         for variant in variants:
             extension = variant.path.rsplit(".", 1)[-1]
-            key = f"{base}.{variant.name}.{extension}"
+            key = original.variant(variant.name, extension)
             size = (await self._io_call(os.stat, variant.path)).st_size
             await self.blobs.put_file(key, Path(variant.path), variant.content_type)
             stored.append(
@@ -314,31 +320,36 @@ class Dispatcher:
     async def _attempt_failed(self, job: Job, reason: str) -> None:
         media = await self.repository.get(job["media_id"])
         if media is None:
-            await self.queue.settle(job["_id"], "failed", "The media was deleted")
+            await self.queue.settle(job["_id"], JobState.FAILED, "The media was deleted")
         elif job["attempts"] >= self.settings.job_max_attempts:
             await self._give_up(job, media, reason)
         else:
             retried = await self.queue.retry(job["_id"], reason)
             if retried is not None:
-                await self._show(media["_id"], retried)
+                await self._show(media.id, retried)
                 self.wake()
 
     async def _give_up(
-        self, job: Job, media: Doc, reason: str, result: TaskResult | None = None
+        self, job: Job, media: MediaRecord, reason: str, result: TaskResult | None = None
     ) -> None:
         """Fail the job and its media; the variants and facts a partial result has are kept."""
         stored = await self._store_variants(media, result.variants) if result else []
-        settled = await self.queue.settle(job["_id"], "failed", reason)
+        settled = await self.queue.settle(job["_id"], JobState.FAILED, reason)
         if settled is None:
             await self.blobs.delete([v["key"] for v in stored])
             return
-        log.info("job %s of media %s failed: %s", job["_id"], media["_id"], reason)
+        log.info("job %s of media %s failed: %s", job["_id"], media.id, reason)
         changes: Doc = {"updated_at": now_ms()}
-        old = media.get("variants", [])
+        old = media.variants
         if result is not None:
             changes = _result_changes(_merge_variants(old, stored), result)
-        failed = {**changes, "status": "failed", "error": reason, "job": job_summary(settled)}
-        if await self.repository.update(media["_id"], failed) is None:
+        failed = {
+            **changes,
+            "status": MediaStatus.FAILED,
+            "error": reason,
+            "job": job_summary(settled),
+        }
+        if await self.repository.update(media.id, failed) is None:
             await self.blobs.delete([v["key"] for v in stored])  # deleted while we worked
             return
         if stored:
@@ -358,9 +369,9 @@ class Dispatcher:
         return await asyncio.get_running_loop().run_in_executor(self._io, func, *args)
 
 
-def _observe(job: Job, media: Doc, started: float, outcome: str) -> None:
+def _observe(job: Job, media: MediaRecord, started: float, outcome: str) -> None:
     operations = "+".join(job["operations"])
-    labels = metrics.JOB_SECONDS.labels(operations, media["media_type"], outcome)
+    labels = metrics.JOB_SECONDS.labels(operations, media.media_type, outcome)
     labels.observe(time.monotonic() - started)
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from mediasvc.records import JobState, MediaRecord
+
 OPERATIONS = ("thumbnail", "optimize", "resize")
-ACTIVE_STATES = ("queued", "running")
 HEAVY, CHEAP = "heavy", "cheap"
 LANES = (HEAVY, CHEAP)
 # Still raster images: their cost is bounded by the pixel limit checked from the header.
@@ -41,10 +42,10 @@ def applicable_operations(media_type: str, content_type: str) -> tuple[str, ...]
     return ()
 
 
-def job_lane(media: dict[str, Any]) -> str:
+def job_lane(media: MediaRecord) -> str:
     """The queue lane of a media's jobs, an estimate of their cost from the type alone:
     still images are cheap; video, audio, PDF, SVG and possibly animated images are heavy."""
-    if media["media_type"] == "image" and media["extension"] in _CHEAP_EXTENSIONS:
+    if media.media_type == "image" and media.extension in _CHEAP_EXTENSIONS:
         return CHEAP
     return HEAVY
 
@@ -69,7 +70,7 @@ def new_job(
         "operations": operations,
         "options": options or {},
         "lane": lane,
-        "state": "queued",
+        "state": JobState.QUEUED.value,
         "attempts": 0,
         "suspect": False,
         "owner": None,

@@ -7,21 +7,16 @@ server evaluates the same way.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mediasvc.repository import database_errors
+from mediasvc.records import JobState, now_ms
+from mediasvc.repository import database_errors, eq
 
 Job = dict[str, Any]
 _OLDEST_FIRST = [("created_at", ASCENDING)]
-
-
-def now_ms() -> int:
-    """Milliseconds since the epoch (the unit of every stored timestamp)."""
-    return time.time_ns() // 1_000_000
 
 
 class JobQueue:
@@ -41,14 +36,13 @@ class JobQueue:
     ) -> Job | None:
         """The oldest queued job (or a suspect one), of `lane` if given; else, if `expired`,
         one whose lease ran out (of any lane)."""
-        queued: Job = {"state": "queued", "suspect": suspects}
+        queued: Job = {"state": eq(JobState.QUEUED.value), "suspect": eq(suspects)}
         if lane is not None:
-            queued["lane"] = lane
+            queued["lane"] = eq(lane)
         job = await self._take(queued, lease_ms)
         if job is None and expired and not suspects:
-            job = await self._take(
-                {"state": "running", "lease_expires_at": {"$lt": now_ms()}}, lease_ms
-            )
+            lapsed = {"state": eq(JobState.RUNNING.value), "lease_expires_at": {"$lt": now_ms()}}
+            job = await self._take(lapsed, lease_ms)
         return job
 
     async def _take(self, query: Job, lease_ms: int) -> Job | None:
@@ -58,7 +52,7 @@ class JobQueue:
                 query,
                 {
                     "$set": {
-                        "state": "running",
+                        "state": JobState.RUNNING.value,
                         "owner": self.owner,
                         "lease_expires_at": now + lease_ms,
                         "started_at": now,
@@ -73,26 +67,28 @@ class JobQueue:
     async def assign_lanes(self, lane: str) -> int:
         """Put jobs queued before lanes existed into `lane`, so lane claims see them."""
         with database_errors():
-            result = await self._jobs.update_many(
-                {"state": {"$in": ["queued", "running"]}, "lane": {"$exists": False}},
-                {"$set": {"lane": lane}},
-            )
-        return result.modified_count
+            modified = 0
+            for state in (JobState.QUEUED, JobState.RUNNING):
+                result = await self._jobs.update_many(
+                    {"state": eq(state.value), "lane": {"$exists": False}}, {"$set": {"lane": lane}}
+                )
+                modified += result.modified_count
+        return modified
 
     async def renew(self, job_id: str, lease_ms: int) -> bool:
         """Extend our lease; False if the job is no longer ours."""
         with database_errors():
             result = await self._jobs.update_one(
-                {"_id": job_id, "owner": self.owner, "state": "running"},
+                {"_id": eq(job_id), "owner": eq(self.owner), "state": eq(JobState.RUNNING.value)},
                 {"$set": {"lease_expires_at": now_ms() + lease_ms}},
             )
         return result.matched_count == 1
 
-    async def settle(self, job_id: str, state: str, error: str | None = None) -> Job | None:
+    async def settle(self, job_id: str, state: JobState, error: str | None = None) -> Job | None:
         """Record the outcome (`done` or `failed`) of a job we hold; it frees the media's slot."""
         now = now_ms()
         changes = {
-            "state": state,
+            "state": state.value,
             "error": error,
             "finished_at": now,
             "updated_at": now,
@@ -102,18 +98,20 @@ class JobQueue:
 
     async def retry(self, job_id: str, error: str) -> Job | None:
         """Put a job back for another attempt (the attempt stays counted)."""
-        changes = {"state": "queued", "error": error, "owner": None, "updated_at": now_ms()}
+        changes: Job = {"state": JobState.QUEUED.value, "error": error, "owner": None}
+        changes["updated_at"] = now_ms()
         return await self._update_ours(job_id, {"$set": changes})
 
     async def release(self, job_id: str, *, suspect: bool) -> Job | None:
         """Hand a job back uncharged (shutdown, or it was a bystander of a crash)."""
-        changes = {"state": "queued", "owner": None, "suspect": suspect, "updated_at": now_ms()}
+        changes: Job = {"state": JobState.QUEUED.value, "owner": None, "suspect": suspect}
+        changes["updated_at"] = now_ms()
         return await self._update_ours(job_id, {"$set": changes, "$inc": {"attempts": -1}})
 
     async def _update_ours(self, job_id: str, update: Job) -> Job | None:
         with database_errors():
             return await self._jobs.find_one_and_update(
-                {"_id": job_id, "owner": self.owner},
+                {"_id": eq(job_id), "owner": eq(self.owner)},
                 update,
                 return_document=ReturnDocument.AFTER,
             )

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mediasvc.auth import Principal, TokenAuthority
 from mediasvc.errors import Unauthorized
+from mediasvc.records import MediaRecord
 from mediasvc.settings import Settings
 from tests.conftest import API, TEST_SECRET, Client, make_token
 
@@ -105,4 +106,13 @@ def test_permission_rules() -> None:
     assert not granted.may_act_on("service", str(uuid.uuid4()))
     assert granted.may_act_on("practitioner", str(uuid.uuid4()))
     assert Principal("a", roles=frozenset({"admin"})).may_act_on("anything", entity)
-    assert user.may_see({"uploaded_by": "u1", "entity_type": "service", "entity_id": entity})
+    uploaded = MediaRecord.new(
+        entity=("service", entity),
+        uploaded_by="u1",
+        kind_media_type="image",
+        content_type="image/png",
+        extension="png",
+        filename="a.png",
+        now=0,
+    )
+    assert user.may_see(uploaded)

@@ -369,7 +369,7 @@ async def _delete_with_s3_down_then_sweep(
     media = await settled(client, caller.token, uploaded.json["id"])
     record = await service.context.repository.get(media["id"])
     assert record is not None
-    keys = [record["storage_key"], *(v["key"] for v in record["variants"])]
+    keys = [record.storage_key, *(v["key"] for v in record.variants)]
     assert len(keys) == 4 and all([await blobs.exists(k) for k in keys])  # original + 3 variants
 
     request = {"filename": "p.jpg", "content_type": "image/jpeg", "file_size": 3}

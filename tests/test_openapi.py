@@ -166,9 +166,10 @@ async def _remove_what_the_run_made(service: Service, sub: str) -> None:
     """Delete the media the run created and let their jobs settle, for the tests after us."""
     context = service.context
     principal = Principal(sub, roles=frozenset({"admin"}))
-    while made := await context.repository.find({"uploaded_by": sub}, 0, 500):
+    uploads = context.media.parse_list_query(Principal(sub), {"limit": "100"})
+    while made := (await context.media.list_media(uploads)).items:
         for media in made:
-            await context.media.delete(principal, media["_id"])
+            await context.media.delete(principal, media.id)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         active: dict[str, Any] = await context.repository.count_jobs(("queued", "running"))

@@ -9,26 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterable
 
 from mediasvc.errors import MediaError
-from mediasvc.repository import Doc, MediaRepository
+from mediasvc.records import Doc, now_ms
+from mediasvc.repository import MediaRepository
 from mediasvc.storage import BlobStore
 
 log = logging.getLogger(__name__)
 RETRY_BATCH = 100
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class FileDeletions:
     """Deletes stored files; remembers the ones it could not delete (yet)."""
 
     def __init__(
-        self, repository: MediaRepository, blobs: BlobStore, clock: Callable[[], int] = _now_ms
+        self, repository: MediaRepository, blobs: BlobStore, clock: Callable[[], int] = now_ms
     ) -> None:
         self.repository = repository
         self.blobs = blobs
@@ -89,9 +85,7 @@ class FileDeletions:
         media = await self.repository.get(media_id) if media_id else None
         if media is None:
             return False
-        keys = {media.get("storage_key"), media.get("thumbnail_key")}
-        keys.update(v.get("key") for v in media.get("variants") or [])
-        return deletion["_id"] in keys
+        return deletion["_id"] in media.stored_keys()
 
     async def _record(self, keys: list[str], media_id: str | None, not_before: int) -> bool:
         try:

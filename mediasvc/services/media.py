@@ -6,15 +6,14 @@ import asyncio
 import logging
 import random
 import re
-import time
-import uuid
+import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from mediasvc.auth import Principal
 from mediasvc.errors import BadRequest, Conflict, Forbidden, MediaError, NotFound, Unavailable
 from mediasvc.filenames import clean_filename
+from mediasvc.listing import Cursor, MediaFilters, MediaPage, MediaQuery
 from mediasvc.media_types import MEDIA_TYPES, FileKind
 from mediasvc.pipeline.jobs import (
     OPERATIONS,
@@ -24,7 +23,8 @@ from mediasvc.pipeline.jobs import (
     job_summary,
     new_job,
 )
-from mediasvc.repository import Doc, JobActive, MediaRepository, PrimaryTaken
+from mediasvc.records import Doc, MediaRecord, MediaStatus, now_ms
+from mediasvc.repository import JobActive, MediaRepository, PrimaryTaken
 from mediasvc.services.deletions import FileDeletions
 from mediasvc.services.presenter import present_media
 from mediasvc.settings import Settings
@@ -43,42 +43,12 @@ from mediasvc.validation import (
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("pending", "processing", "ready", "failed")
+STATUSES = tuple(status.value for status in MediaStatus)
 UPLOAD_FIELDS = frozenset(
     {"entity_type", "entity_id", "title", "description", "alt_text", "is_primary", "display_order"}
 )
 NO_PERMISSION = "No permission to upload media for this entity"
 _PRIMARY_RETRIES = 10
-
-
-def now_ms() -> int:
-    """Now, as integer milliseconds since the Unix epoch.
-
-    Timestamps are stored as such integers, not BSON datetimes: they sort and compare the
-    same on every MongoDB-wire server (the embedded one turns datetimes set by `$set` into
-    strings).
-    """
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True)
-class ListQuery:
-    """A validated list request."""
-
-    filters: dict[str, str]
-    search: str
-    limit: int
-    offset: int
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of media records and how many match in all."""
-
-    items: list[Doc]
-    count: int
-    limit: int
-    offset: int
 
 
 class MediaService:
@@ -108,17 +78,18 @@ class MediaService:
 
     async def create_from_upload(
         self, principal: Principal, fields: Mapping[str, str], received: ReceivedFile
-    ) -> Doc:
+    ) -> MediaRecord:
         """Store a spooled upload durably, record it, and queue its processing."""
         entity = self.entity_for_upload(principal, fields)
         metadata = self._upload_metadata(fields)
+        is_primary = metadata.pop("is_primary", False)
         media = self.new_media(principal, entity, received.kind, received.raw_filename, metadata)
-        media.update(file_size=received.size, sha256=received.sha256)
+        media.file_size, media.sha256 = received.size, received.sha256
         operations = self.operations_for(media)
-        media["status"] = "processing" if operations else "ready"
-        await self.blobs.put_file(media["storage_key"], received.spool.path, media["content_type"])
+        media.status = MediaStatus.PROCESSING if operations else MediaStatus.READY
+        await self.blobs.put_file(media.storage_key, received.spool.path, media.content_type)
         await self._record(media, operations)
-        if metadata.get("is_primary"):
+        if is_primary:
             try:
                 media = await self._make_primary(media, {})
             except BaseException:  # a refused upload leaves nothing behind
@@ -149,9 +120,7 @@ class MediaService:
                 errors.append({"filename": received.raw_filename[:255], "error": exc.message})
                 trouble = exc if exc.status >= 500 else trouble
                 continue
-            created.append(
-                {"id": media["_id"], "filename": media["filename"], "status": media["status"]}
-            )
+            created.append({"id": media.id, "filename": media.filename, "status": media.status})
         if trouble is not None and not created:
             raise trouble  # not the files' fault: the batch gets the 503 or 507 itself
         total = len(created) + len(errors)
@@ -168,62 +137,38 @@ class MediaService:
         kind: FileKind,
         raw_filename: str,
         metadata: Mapping[str, Any],
-    ) -> Doc:
-        """A new media record with a server-made storage key (not yet stored)."""
-        entity_type, entity_id = entity
-        media_id = str(uuid.uuid4())
-        now = self.clock()
-        return {
-            "_id": media_id,
-            "entity_type": entity_type,
-            "entity_id": entity_id,
-            "media_type": kind.media_type,
-            "content_type": kind.content_type,
-            "extension": kind.extension,
-            "filename": clean_filename(
-                raw_filename, kind.extension, self.settings.max_filename_bytes
-            ),
-            "file_size": 0,
-            "sha256": None,
-            "storage_key": f"media/{entity_type}/{entity_id}/{media_id}.{kind.extension}",
-            "title": metadata.get("title", ""),
-            "description": metadata.get("description", ""),
-            "alt_text": metadata.get("alt_text", ""),
-            "status": "pending",
-            "error": None,
-            "width": None,
-            "height": None,
-            "is_primary": False,
-            "display_order": metadata.get("display_order", 0),
-            "view_count": 0,
-            "download_count": 0,
-            "uploaded_by": principal.sub,
-            "variants": [],
-            "thumbnail_key": None,
-            "job": None,
-            "created_at": now,
-            "updated_at": now,
-        }
+    ) -> MediaRecord:
+        """A new pending media record with a server-made storage key (not yet stored)."""
+        return MediaRecord.new(
+            entity=entity,
+            uploaded_by=principal.sub,
+            kind_media_type=kind.media_type,
+            content_type=kind.content_type,
+            extension=kind.extension,
+            filename=clean_filename(raw_filename, kind.extension, self.settings.max_filename_bytes),
+            now=self.clock(),
+            **metadata,
+        )
 
-    def operations_for(self, media: Doc) -> list[str]:
+    def operations_for(self, media: MediaRecord) -> list[str]:
         """What a new upload of this media's type gets processed into."""
         return default_operations(
-            media["media_type"],
-            media["content_type"],
+            media.media_type,
+            media.content_type,
             self.settings.image_operations,
             self.settings.video_operations,
         )
 
-    async def _record(self, media: Doc, operations: list[str]) -> None:
+    async def _record(self, media: MediaRecord, operations: list[str]) -> None:
         # The file is stored first, so a record never points at nothing; if recording
         # fails, the file is removed again and the client sees the error.
         job = (
-            new_job(media["_id"], operations, media["created_at"], lane=job_lane(media))
+            new_job(media.id, operations, media.created_at, lane=job_lane(media))
             if operations
             else None
         )
         if job is not None:
-            media["job"] = job_summary(job)
+            media.job = job_summary(job)
         try:
             await self.repository.insert(media)
             if job is not None:
@@ -234,12 +179,12 @@ class MediaService:
         if job is not None:
             self.on_job_queued()
 
-    async def _undo_create(self, media: Doc) -> None:
+    async def _undo_create(self, media: MediaRecord) -> None:
         try:
-            await self.repository.delete(media["_id"])
+            await self.repository.delete(media.id)
         except Exception:  # the database may be the thing that failed
-            log.exception("could not remove the record of failed upload %s", media["_id"])
-        await self.deletions.delete([media["storage_key"]])
+            log.exception("could not remove the record of failed upload %s", media.id)
+        await self.deletions.delete([media.storage_key])
 
     def entity_for_upload(self, principal: Principal, fields: Mapping[str, Any]) -> tuple[str, str]:
         """The validated (entity_type, entity_id) of an upload; 403 without permission."""
@@ -270,43 +215,42 @@ class MediaService:
 
     # ---- reading
 
-    def parse_list_query(self, params: Mapping[str, str]) -> ListQuery:
+    def parse_list_query(self, principal: Principal, params: Mapping[str, str]) -> MediaQuery:
         """Validate list query parameters; malformed values are a 400, large limits are clamped."""
-        filters: dict[str, str] = {}
-        if "entity_type" in params:
-            filters["entity_type"] = parse_entity_type(params["entity_type"])
-        if "entity_id" in params:
-            filters["entity_id"] = parse_uuid(params["entity_id"], "entity_id")
-        if "media_type" in params:
-            filters["media_type"] = _one_of(params["media_type"], MEDIA_TYPES, "media_type")
-        if "status" in params:
-            filters["status"] = _one_of(params["status"], STATUSES, "status")
+        filters = MediaFilters(
+            entity_type=_optional(params, "entity_type", parse_entity_type),
+            entity_id=_optional(params, "entity_id", lambda v: parse_uuid(v, "entity_id")),
+            media_type=_optional(
+                params, "media_type", lambda v: _one_of(v, MEDIA_TYPES, "media_type")
+            ),
+            status=_optional(params, "status", lambda v: _one_of(v, STATUSES, "status")),
+        )
         search = params.get("search", "").strip()
         if len(search) > self.settings.max_search_length:
             raise BadRequest(f"search must be at most {self.settings.max_search_length} characters")
+        if any(unicodedata.category(ch) == "Cc" for ch in search):
+            raise BadRequest("search must not contain control characters")
         limit = _query_int(params.get("limit"), "limit", self.settings.default_page_size)
         if limit < 1:
             raise BadRequest("limit must be a positive integer")
         offset = _query_int(params.get("offset"), "offset", 0)
         if offset < 0:
             raise BadRequest("offset must not be negative")
-        return ListQuery(filters, search, min(limit, self.settings.max_page_size), offset)
+        cursor = Cursor.decode(params["cursor"]) if params.get("cursor") else None
+        return MediaQuery(
+            filters,
+            search,
+            principal.visibility(),
+            min(limit, self.settings.max_page_size),
+            offset,
+            cursor,
+        )
 
-    async def list_media(self, principal: Principal, query: ListQuery) -> Page:
+    async def list_media(self, query: MediaQuery) -> MediaPage:
         """A page of the media the caller may see, in display order, newest first."""
-        clauses: list[Doc] = [dict(query.filters)]
-        visibility = principal.visibility_filter()
-        if visibility is not None:
-            clauses.append(visibility)
-        if query.search:
-            pattern = {"$regex": _literal_pattern(query.search), "$options": "i"}
-            clauses.append({"$or": [{f: pattern} for f in ("filename", "title", "description")]})
-        mongo_query: Doc = clauses[0] if len(clauses) == 1 else {"$and": clauses}
-        items = await self.repository.find(mongo_query, query.offset, query.limit)
-        count = await self.repository.count(mongo_query)
-        return Page(items, count, query.limit, query.offset)
+        return await self.repository.list_media(query)
 
-    async def get_visible(self, principal: Principal, media_id: str) -> Doc:
+    async def get_visible(self, principal: Principal, media_id: str) -> MediaRecord:
         """One media the caller may see; otherwise 404, whether or not it exists."""
         canonical = maybe_uuid(media_id)
         media = await self.repository.get(canonical) if canonical else None
@@ -314,30 +258,30 @@ class MediaService:
             raise NotFound("Media not found")
         return media
 
-    async def get_visible_by_id(self, media_id: str) -> Doc:
+    async def get_visible_by_id(self, media_id: str) -> MediaRecord:
         """One media by id, for a caller already checked."""
         return await self.repository.get(media_id) or _gone()
 
-    async def view(self, principal: Principal, media_id: str) -> Doc:
+    async def view(self, principal: Principal, media_id: str) -> MediaRecord:
         """Read one media, counting a view."""
         media = await self.get_visible(principal, media_id)
-        counted = await self.repository.increment(media["_id"], "view_count")
-        return counted or await self._uncounted(media["_id"])
+        counted = await self.repository.increment(media.id, "view_count")
+        return counted or await self._uncounted(media.id)
 
-    async def download(self, principal: Principal, media_id: str) -> Doc:
+    async def download(self, principal: Principal, media_id: str) -> MediaRecord:
         """Count a download of one media and return it (the handler redirects to its file)."""
         media = await self.get_visible(principal, media_id)
-        if media["status"] == "pending":
+        if media.status is MediaStatus.PENDING:
             raise Conflict("The file of this media has not been uploaded yet")
-        counted = await self.repository.increment(media["_id"], "download_count")
-        return counted or await self._uncounted(media["_id"])
+        counted = await self.repository.increment(media.id, "download_count")
+        return counted or await self._uncounted(media.id)
 
-    async def _uncounted(self, media_id: str) -> Doc:
+    async def _uncounted(self, media_id: str) -> MediaRecord:
         """A read whose counter could not be written (the database refused the write, a full
         disk say) still answers: the media if it exists, else 404."""
         return await self.repository.get(media_id) or _gone()
 
-    async def _not_written(self, media_id: str) -> Doc:
+    async def _not_written(self, media_id: str) -> MediaRecord:
         """No record came back from a change: 404 if the media is gone, else the database did
         not take the write (a full disk, say) and the client should try again: 503."""
         if await self.repository.get(media_id) is None:
@@ -346,13 +290,15 @@ class MediaService:
 
     # ---- changing
 
-    async def update(self, principal: Principal, media_id: str, body: Mapping[str, Any]) -> Doc:
+    async def update(
+        self, principal: Principal, media_id: str, body: Mapping[str, Any]
+    ) -> MediaRecord:
         """PATCH: change editable metadata; is_primary true/false moves the primary mark."""
         media = await self.get_visible(principal, media_id)
         changes = metadata_changes(body, self.settings)
         return await self._apply(media, changes)
 
-    async def _apply(self, media: Doc, changes: dict[str, Any]) -> Doc:
+    async def _apply(self, media: MediaRecord, changes: dict[str, Any]) -> MediaRecord:
         is_primary = changes.pop("is_primary", None)
         changes["updated_at"] = self.clock()
         if is_primary is True:
@@ -361,15 +307,15 @@ class MediaService:
         if is_primary is False:
             changes["is_primary"] = False
             unset = ("primary_slot",)
-        updated = await self.repository.update(media["_id"], changes, unset)
-        return updated or await self._not_written(media["_id"])
+        updated = await self.repository.update(media.id, changes, unset)
+        return updated or await self._not_written(media.id)
 
-    async def set_primary(self, principal: Principal, media_id: str) -> Doc:
+    async def set_primary(self, principal: Principal, media_id: str) -> MediaRecord:
         """Make one media the primary of its entity; exactly one stays primary under races."""
         media = await self.get_visible(principal, media_id)
         return await self._make_primary(media, {"updated_at": self.clock()})
 
-    async def _make_primary(self, media: Doc, changes: Doc) -> Doc:
+    async def _make_primary(self, media: MediaRecord, changes: Doc) -> MediaRecord:
         for _ in range(_PRIMARY_RETRIES):
             try:
                 return await self.repository.make_primary(media, changes) or _gone()
@@ -383,53 +329,53 @@ class MediaService:
         media = await self.get_visible(principal, media_id)
         await self._delete(media)
 
-    async def _delete(self, media: Doc) -> None:
-        deleted = await self.repository.delete(media["_id"])
+    async def _delete(self, media: MediaRecord) -> None:
+        deleted = await self.repository.delete(media.id)
         if deleted is None:
             raise NotFound("Media not found")
-        keys = [deleted["storage_key"], *(v["key"] for v in deleted.get("variants", []))]
-        if deleted.get("thumbnail_key"):
-            keys.append(deleted["thumbnail_key"])
         # A presigned URL still valid can put the original back: delete it again after that.
         grace = self.settings.pending_upload_grace * 1000
-        url_dead = (deleted.get("upload_expires_at") or 0) + grace
+        url_dead = (deleted.upload_expires_at or 0) + grace
         not_before = url_dead if url_dead > self.clock() else 0
-        await self.deletions.delete(keys, deleted["_id"], not_before)
+        await self.deletions.delete(deleted.stored_keys(), deleted.id, not_before)
 
     # ---- processing
 
-    async def process(self, principal: Principal, media_id: str, body: Mapping[str, Any]) -> Doc:
+    async def process(
+        self, principal: Principal, media_id: str, body: Mapping[str, Any]
+    ) -> MediaRecord:
         """Queue processing operations (this also retries a failed media)."""
         media = await self.get_visible(principal, media_id)
         operations, options = self._processing_request(media, body)
-        if media["status"] == "pending":
+        if media.status is MediaStatus.PENDING:
             raise Conflict("The file of this media has not been uploaded yet")
         now = self.clock()
-        job = new_job(media["_id"], operations, now, options, lane=job_lane(media))
+        job = new_job(media.id, operations, now, options, lane=job_lane(media))
         try:
             await self.repository.insert_job(job)  # the database keeps one active job per media
         except JobActive:
             raise Conflict("Processing of this media is already queued") from None
         changes = {
-            "status": "processing",
+            "status": MediaStatus.PROCESSING,
             "error": None,
             "job": job_summary(job),
             "updated_at": now,
         }
         # A dispatcher may have claimed (or even finished) the job already: it then replaced
         # the summary we read, and its newer state must not be put back to "queued".
-        seen = media.get("job")
-        unchanged = {"job.id": seen["id"]} if seen else {"job": None}
-        updated = await self.repository.update(media["_id"], changes, where=unchanged)
+        seen = media.job["id"] if media.job else None
+        updated = await self.repository.update(media.id, changes, job_is=seen)
         self.on_job_queued()
-        return updated or await self.get_visible_by_id(media["_id"])
+        return updated or await self.get_visible_by_id(media.id)
 
-    def _processing_request(self, media: Doc, body: Mapping[str, Any]) -> tuple[list[str], Doc]:
+    def _processing_request(
+        self, media: MediaRecord, body: Mapping[str, Any]
+    ) -> tuple[list[str], Doc]:
         _only_keys(body, {"operations", "options"})
         operations = body.get("operations")
         if not isinstance(operations, list) or not operations:
             raise BadRequest(f"operations must be a non-empty list of: {', '.join(OPERATIONS)}")
-        allowed = applicable_operations(media["media_type"], media["content_type"])
+        allowed = applicable_operations(media.media_type, media.content_type)
         for operation in operations:
             if operation not in OPERATIONS:
                 raise BadRequest(f"Unknown operation '{str(operation)[:32]}'")
@@ -505,12 +451,12 @@ class MediaService:
 
     # ---- output
 
-    def present(self, media: Doc, base_url: str) -> Doc:
+    def present(self, media: MediaRecord, base_url: str) -> Doc:
         """The API form of a media record."""
         return present_media(media, self.blobs, base_url)
 
 
-def _gone() -> Doc:
+def _gone() -> MediaRecord:
     raise NotFound("Media not found")
 
 
@@ -531,9 +477,8 @@ def _query_int(raw: str | None, name: str, default: int) -> int:
     return int(digits)
 
 
-def _literal_pattern(text: str) -> str:
-    # re.escape-like, limited to what every regex engine (PCRE, Python) reads literally.
-    return "".join("\\" + ch if not ch.isalnum() and ch not in " _" else ch for ch in text)
+def _optional(params: Mapping[str, str], name: str, parse: Callable[[str], str]) -> str | None:
+    return parse(params[name]) if name in params else None
 
 
 def _only_keys(body: Mapping[str, Any], allowed: set[str]) -> None:

@@ -4,48 +4,46 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mediasvc.repository import Doc
+from mediasvc.records import Doc, MediaRecord
 from mediasvc.storage import BlobStore
 
 
-def present_media(media: Doc, blobs: BlobStore, base_url: str) -> Doc:
+def present_media(media: MediaRecord, blobs: BlobStore, base_url: str) -> Doc:
     """A media record as the API shows it, with URLs to its file and derived files."""
     return {
-        "id": media["_id"],
-        "url": blobs.url(media["storage_key"], base_url),
-        "thumbnail_url": (
-            blobs.url(media["thumbnail_key"], base_url) if media.get("thumbnail_key") else None
-        ),
-        "filename": media["filename"],
-        "file_size": media["file_size"],
-        "content_type": media["content_type"],
-        "media_type": media["media_type"],
-        "entity_type": media["entity_type"],
-        "entity_id": media["entity_id"],
-        "title": media["title"],
-        "description": media["description"],
-        "alt_text": media["alt_text"],
-        "status": media["status"],
-        "error": media.get("error"),
-        "width": media.get("width"),
-        "height": media.get("height"),
-        "is_primary": bool(media.get("is_primary")),
-        "display_order": media["display_order"],
-        "view_count": media.get("view_count", 0),
-        "download_count": media.get("download_count", 0),
-        "duration": media.get("duration"),
-        "bitrate": media.get("bitrate"),
-        "sha256": media.get("sha256"),
+        "id": media.id,
+        "url": blobs.url(media.storage_key, base_url),
+        "thumbnail_url": blobs.url(media.thumbnail_key, base_url) if media.thumbnail_key else None,
+        "filename": media.filename,
+        "file_size": media.file_size,
+        "content_type": media.content_type,
+        "media_type": media.media_type,
+        "entity_type": media.entity_type,
+        "entity_id": media.entity_id,
+        "title": media.title,
+        "description": media.description,
+        "alt_text": media.alt_text,
+        "status": media.status.value,
+        "error": media.error,
+        "width": media.width,
+        "height": media.height,
+        "is_primary": media.is_primary,
+        "display_order": media.display_order,
+        "view_count": media.view_count,
+        "download_count": media.download_count,
+        "duration": media.duration,
+        "bitrate": media.bitrate,
+        "sha256": media.sha256,
         "variants": [
             {
                 **{k: v for k, v in variant.items() if k != "key"},
                 "url": blobs.url(variant["key"], base_url),
             }
-            for variant in media.get("variants", [])
+            for variant in media.variants
         ],
-        "job": present_job(media.get("job")),
-        "created_at": iso(media["created_at"]),
-        "updated_at": iso(media["updated_at"]),
+        "job": present_job(media.job),
+        "created_at": iso(media.created_at),
+        "updated_at": iso(media.updated_at),
     }
 
 

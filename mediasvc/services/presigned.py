@@ -19,8 +19,8 @@ from mediasvc.auth import Principal
 from mediasvc.errors import BadRequest, Conflict, Forbidden
 from mediasvc.media_types import extension_of, kind_for_extension, sniff_agrees
 from mediasvc.pipeline.jobs import job_lane, job_summary, new_job
-from mediasvc.repository import Doc
-from mediasvc.services.media import MediaService, now_ms
+from mediasvc.records import Doc, MediaRecord, MediaStatus, now_ms
+from mediasvc.services.media import MediaService
 from mediasvc.sniffing import read_sniff_head
 from mediasvc.upload import size_error, sniff
 from mediasvc.validation import check_field, json_int
@@ -71,29 +71,29 @@ class PresignedUploads:
         }
         media = self.media.new_media(principal, entity, kind, filename, metadata)
         ttl = self.settings.presigned_upload_ttl
-        upload = self.blobs.presign_upload(media["storage_key"], content_type, size, ttl, base_url)
-        media.update(file_size=size, upload_expires_at=upload.expires_at * 1000)
+        upload = self.blobs.presign_upload(media.storage_key, content_type, size, ttl, base_url)
+        media.file_size, media.upload_expires_at = size, upload.expires_at * 1000
         await self.repository.insert(media)
         return {
             "upload_url": upload.url,
             "upload_headers": upload.headers,
-            "media_id": media["_id"],
-            "storage_key": media["storage_key"],
+            "media_id": media.id,
+            "storage_key": media.storage_key,
             "expires_at": datetime.fromtimestamp(upload.expires_at, UTC).strftime(
                 "%Y-%m-%dT%H:%M:%SZ"
             ),
         }
 
-    async def confirm(self, principal: Principal, media_id: str) -> Doc:
+    async def confirm(self, principal: Principal, media_id: str) -> MediaRecord:
         """Check the uploaded object and move the media on; confirming again changes nothing."""
         media = await self.media.get_visible(principal, media_id)
-        if media["uploaded_by"] != principal.sub and not principal.is_admin:
+        if media.uploaded_by != principal.sub and not principal.is_admin:
             raise Forbidden("Only the uploader may confirm this upload")
-        if media["status"] != "pending":
-            if media["status"] == "failed" and media.get("upload_rejected"):
-                raise BadRequest(media["error"])
+        if media.status is not MediaStatus.PENDING:
+            if media.status is MediaStatus.FAILED and media.upload_rejected:
+                raise BadRequest(media.error or "The upload was rejected")
             return media
-        size = await self.blobs.size_of(media["storage_key"])
+        size = await self.blobs.size_of(media.storage_key)
         if size is None:
             raise Conflict("upload not found")
         problem = await self._problem_with(media, size)
@@ -101,13 +101,13 @@ class PresignedUploads:
             await self._reject(media, problem)
         return await self._accept(media)
 
-    async def _problem_with(self, media: Doc, size: int) -> str | None:
-        if size != media["file_size"]:
-            return f"Uploaded size {size} does not match the declared size {media['file_size']}"
-        kind = kind_for_extension(media["extension"])
+    async def _problem_with(self, media: MediaRecord, size: int) -> str | None:
+        if size != media.file_size:
+            return f"Uploaded size {size} does not match the declared size {media.file_size}"
+        kind = kind_for_extension(media.extension)
         assert kind is not None
         head = await read_sniff_head(
-            partial(self.blobs.read_head, media["storage_key"]),
+            partial(self.blobs.read_head, media.storage_key),
             skip_tags=kind.media_type == "audio",
             max_skip=self.settings.sniff_max_tag_size,
         )
@@ -116,36 +116,35 @@ class PresignedUploads:
             return f"File content ({sniffed}) does not match its extension '{kind.extension}'"
         return None
 
-    async def _reject(self, media: Doc, reason: str) -> None:
-        await self.media.deletions.delete([media["storage_key"]])
+    async def _reject(self, media: MediaRecord, reason: str) -> None:
+        await self.media.deletions.delete([media.storage_key])
         changes = {
-            "status": "failed",
+            "status": MediaStatus.FAILED,
             "error": reason,
             "upload_rejected": True,
             "updated_at": now_ms(),
         }
-        await self.repository.transition(media["_id"], "pending", changes)
+        await self.repository.transition(media.id, MediaStatus.PENDING, changes)
         raise BadRequest(reason)
 
-    async def _accept(self, media: Doc) -> Doc:
+    async def _accept(self, media: MediaRecord) -> MediaRecord:
         operations = self.media.operations_for(media)
         now = now_ms()
-        job = new_job(media["_id"], operations, now, lane=job_lane(media)) if operations else None
+        job = new_job(media.id, operations, now, lane=job_lane(media)) if operations else None
         changes: Doc = {
-            "status": "processing" if job else "ready",
+            "status": MediaStatus.PROCESSING if job else MediaStatus.READY,
             "job": job_summary(job) if job else None,
             "updated_at": now,
         }
-        moved = await self.repository.transition(media["_id"], "pending", changes)
+        moved = await self.repository.transition(media.id, MediaStatus.PENDING, changes)
         if moved is None:  # another confirm won the race: report what it did
-            return await self.media.get_visible_by_id(media["_id"])
+            return await self.media.get_visible_by_id(media.id)
         if job is not None:
             try:
                 await self.repository.insert_job(job)
             except BaseException:
-                await asyncio.shield(
-                    self.repository.update(media["_id"], {"status": "pending", "job": None})
-                )
+                pending = {"status": MediaStatus.PENDING, "job": None}
+                await asyncio.shield(self.repository.update(media.id, pending))
                 raise
             self.media.on_job_queued()
         return moved
@@ -157,8 +156,8 @@ class PresignedUploads:
         while True:
             expired = await self.repository.expired_pending(cutoff, SWEEP_BATCH)
             for media in expired:
-                if await self.repository.delete(media["_id"]) is not None:
-                    await self.media.deletions.delete([media["storage_key"]])
+                if await self.repository.delete(media.id) is not None:
+                    await self.media.deletions.delete([media.storage_key])
                     removed += 1
             if len(expired) < SWEEP_BATCH:
                 break
