@@ -258,3 +258,63 @@ def stored_changes(changes: Mapping[str, Any]) -> Doc:
 def derived_changed(changes: Mapping[str, Any]) -> bool:
     """Whether a change touches what the derived fields are made from."""
     return any(name in changes for name in DERIVED_SOURCES)
+
+
+@dataclass
+class JobRecord:
+    """One processing job of one media: what to make, its lane, and where it is.
+
+    `active_slot` (the media id) is set while the job is queued or running and unset when it
+    settles: a unique sparse index on it lets the database refuse a second active job.
+    """
+
+    id: str
+    media_id: str
+    operations: list[str]
+    created_at: int
+    updated_at: int
+    options: Doc = field(default_factory=dict)
+    lane: str = "heavy"
+    state: JobState = JobState.QUEUED
+    attempts: int = 0
+    suspect: bool = False
+    owner: str | None = None
+    lease_expires_at: int = 0
+    error: str | None = None
+    started_at: int | None = None
+    finished_at: int | None = None
+    active_slot: str | None = None
+
+    def to_doc(self) -> Doc:
+        doc = dataclasses.asdict(self)
+        doc["_id"] = doc.pop("id")
+        doc["state"] = self.state.value
+        if doc["active_slot"] is None:
+            del doc["active_slot"]  # the unique index is sparse: absent, not null
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: Doc) -> JobRecord:
+        values = {name: doc[name] for name in _JOB_FIELDS if name in doc}
+        values["id"] = doc["_id"]
+        values["state"] = JobState(doc.get("state", JobState.QUEUED.value))
+        values["suspect"] = bool(doc.get("suspect"))
+        values["options"] = doc.get("options") or {}
+        return cls(**values)
+
+    def summary(self) -> Doc:
+        """The part of a job shown on its media."""
+        return {
+            "id": self.id,
+            "operations": self.operations,
+            "options": self.options,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "error": self.error,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+
+_JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(JobRecord)) - {"id"}

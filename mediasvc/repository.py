@@ -27,6 +27,7 @@ from mediasvc.records import (
     ACTIVE_JOB_STATES,
     DERIVED_SOURCES,
     Doc,
+    JobRecord,
     MediaRecord,
     MediaStatus,
     derived_changed,
@@ -154,7 +155,7 @@ class MediaRepository(ABC):
         """Bring records written by earlier versions up to date (idempotent, resumable)."""
 
     @abstractmethod
-    async def insert_job(self, job: Doc) -> None:
+    async def insert_job(self, job: JobRecord) -> None:
         """Queue a processing job; JobActive if its media already has an active one."""
 
     @abstractmethod
@@ -446,12 +447,12 @@ class MongoMediaRepository(MediaRepository):
     async def migrate(self) -> dict[str, int]:
         return await migrate_media(self._db, self._media, self.recount)
 
-    async def insert_job(self, job: Doc) -> None:
+    async def insert_job(self, job: JobRecord) -> None:
         try:
             with database_errors():
-                await self._jobs.insert_one(job)
+                await self._jobs.insert_one(job.to_doc())
         except DuplicateKeyError:
-            raise JobActive(job["media_id"]) from None
+            raise JobActive(job.media_id) from None
 
     async def record_deletions(
         self, keys: list[str], media_id: str | None, not_before: int

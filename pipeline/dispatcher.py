@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -23,9 +24,9 @@ from mediasvc.errors import Unavailable
 from mediasvc.pipeline import budget
 from mediasvc.pipeline.jobs import CHEAP, HEAVY, job_summary
 from mediasvc.pipeline.pool import WorkerLost, WorkerPool
-from mediasvc.pipeline.queue import Job, JobQueue
+from mediasvc.pipeline.queue import JobQueue
 from mediasvc.pipeline.tasks import Limits, TaskResult, TaskSpec, Variant
-from mediasvc.records import Doc, JobState, MediaRecord, MediaStatus, now_ms
+from mediasvc.records import Doc, JobRecord, JobState, MediaRecord, MediaStatus, now_ms
 from mediasvc.repository import MediaRepository
 from mediasvc.services.deletions import FileDeletions
 from mediasvc.settings import Settings
@@ -117,12 +118,12 @@ class Dispatcher:
                 self._slots.release()
                 await self._idle()
                 continue
-            if job.get("suspect"):
+            if job.suspect:
                 await self._run_alone(job)
                 continue
             self._spawn(job)
 
-    async def _claim(self) -> Job | None:
+    async def _claim(self) -> JobRecord | None:
         if self._stopping:
             return None
         # Suspects and expired leases are rare: look for them now and then, not at every
@@ -156,50 +157,50 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.settings.dispatcher_poll_interval)
 
-    def _spawn(self, job: Job) -> None:
-        task = asyncio.create_task(self._handle(job), name=f"job-{job['_id']}")
-        self._running[job["_id"]] = task
-        heavy = job.get("lane", HEAVY) != CHEAP
+    def _spawn(self, job: JobRecord) -> None:
+        task = asyncio.create_task(self._handle(job), name=f"job-{job.id}")
+        self._running[job.id] = task
+        heavy = job.lane != CHEAP
         self._heavy_running += heavy
 
         def done(_: asyncio.Task[None]) -> None:
             self._heavy_running -= heavy
-            self._running.pop(job["_id"], None)
+            self._running.pop(job.id, None)
             self._slots.release()
             self._wake.set()
 
         task.add_done_callback(done)
 
-    async def _run_alone(self, job: Job) -> None:
+    async def _run_alone(self, job: JobRecord) -> None:
         self._spawn(job)
-        task = self._running.get(job["_id"])
+        task = self._running.get(job.id)
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
 
     # ---- one job
 
-    async def _handle(self, job: Job) -> None:
-        heartbeat = asyncio.create_task(self._heartbeat(job["_id"]))
+    async def _handle(self, job: JobRecord) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(job.id))
         try:
             await self._process(job)
         except asyncio.CancelledError:
             await asyncio.shield(self._hand_back(job))
             raise
         except Exception as exc:
-            log.exception("job %s failed unexpectedly", job["_id"])
+            log.exception("job %s failed unexpectedly", job.id)
             await self._attempt_failed(job, f"Internal error: {type(exc).__name__}")
         finally:
             heartbeat.cancel()
 
-    async def _process(self, job: Job) -> None:
+    async def _process(self, job: JobRecord) -> None:
         # Showing the job as running and reading the media is one round trip.
-        running = job_summary({**job, "state": JobState.RUNNING.value})
-        media = await self.repository.update(job["media_id"], {"job": running})
+        running = job_summary(dataclasses.replace(job, state=JobState.RUNNING))
+        media = await self.repository.update(job.media_id, {"job": running})
         if media is None:
-            await self.queue.settle(job["_id"], JobState.FAILED, "The media was deleted")
+            await self.queue.settle(job.id, JobState.FAILED, "The media was deleted")
             return
-        if job["attempts"] > self.settings.job_max_attempts:
-            await self._give_up(job, media, job.get("error") or "Too many attempts")
+        if job.attempts > self.settings.job_max_attempts:
+            await self._give_up(job, media, job.error or "Too many attempts")
             return
         spool = self.settings.spool_path
         work_dir = await self._io_call(tempfile.mkdtemp, "", f"job-{owner_tag(spool)}-", str(spool))
@@ -224,9 +225,9 @@ class Dispatcher:
         finally:
             await self._io_call(shutil.rmtree, work_dir, True)
 
-    async def _spec(self, job: Job, media: MediaRecord, work_dir: str) -> TaskSpec:
+    async def _spec(self, job: JobRecord, media: MediaRecord, work_dir: str) -> TaskSpec:
         source = await self.blobs.local_copy(media.storage_key, Path(work_dir))
-        resize = job.get("options", {}).get("resize")
+        resize = job.options.get("resize")
         settings = self.settings
         return TaskSpec(
             media_id=media.id,
@@ -235,7 +236,7 @@ class Dispatcher:
             extension=media.extension,
             source=str(source),
             work_dir=work_dir,
-            operations=tuple(job["operations"]),
+            operations=tuple(job.operations),
             resize=(int(resize["width"]), int(resize["height"])) if resize else None,
             limits=Limits(
                 thumbnail_size=settings.thumbnail_size,
@@ -266,9 +267,9 @@ class Dispatcher:
 
     # ---- outcomes
 
-    async def _succeed(self, job: Job, media: MediaRecord, result: TaskResult) -> None:
+    async def _succeed(self, job: JobRecord, media: MediaRecord, result: TaskResult) -> None:
         stored = await self._store_variants(media, result.variants)
-        settled = await self.queue.settle(job["_id"], JobState.DONE)
+        settled = await self.queue.settle(job.id, JobState.DONE)
         if settled is None:  # our lease was lost and someone else has the job now
             await self.deletions.delete([v["key"] for v in stored], media.id)
             return
@@ -282,7 +283,7 @@ class Dispatcher:
             "error": None,
             "job": job_summary(settled),
         }
-        updated = await self.repository.update(media.id, finished, job_is=job["_id"])
+        updated = await self.repository.update(media.id, finished, job_is=job.id)
         if updated is None:
             updated = await self.repository.update(media.id, changes)
         if updated is None:
@@ -311,34 +312,34 @@ class Dispatcher:
             )
         return stored
 
-    async def _worker_lost(self, job: Job, lost: WorkerLost) -> None:
+    async def _worker_lost(self, job: JobRecord, lost: WorkerLost) -> None:
         if lost.alone:
             await self._attempt_failed(job, lost.reason)
         else:  # a bystander of another job's crash: run it again, alone, uncharged
-            await self.queue.release(job["_id"], suspect=True)
+            await self.queue.release(job.id, suspect=True)
 
-    async def _attempt_failed(self, job: Job, reason: str) -> None:
-        media = await self.repository.get(job["media_id"])
+    async def _attempt_failed(self, job: JobRecord, reason: str) -> None:
+        media = await self.repository.get(job.media_id)
         if media is None:
-            await self.queue.settle(job["_id"], JobState.FAILED, "The media was deleted")
-        elif job["attempts"] >= self.settings.job_max_attempts:
+            await self.queue.settle(job.id, JobState.FAILED, "The media was deleted")
+        elif job.attempts >= self.settings.job_max_attempts:
             await self._give_up(job, media, reason)
         else:
-            retried = await self.queue.retry(job["_id"], reason)
+            retried = await self.queue.retry(job.id, reason)
             if retried is not None:
                 await self._show(media.id, retried)
                 self.wake()
 
     async def _give_up(
-        self, job: Job, media: MediaRecord, reason: str, result: TaskResult | None = None
+        self, job: JobRecord, media: MediaRecord, reason: str, result: TaskResult | None = None
     ) -> None:
         """Fail the job and its media; the variants and facts a partial result has are kept."""
         stored = await self._store_variants(media, result.variants) if result else []
-        settled = await self.queue.settle(job["_id"], JobState.FAILED, reason)
+        settled = await self.queue.settle(job.id, JobState.FAILED, reason)
         if settled is None:
             await self.blobs.delete([v["key"] for v in stored])
             return
-        log.info("job %s of media %s failed: %s", job["_id"], media.id, reason)
+        log.info("job %s of media %s failed: %s", job.id, media.id, reason)
         changes: Doc = {"updated_at": now_ms()}
         old = media.variants
         if result is not None:
@@ -356,21 +357,21 @@ class Dispatcher:
             replaced = {v["key"] for v in old} - {v["key"] for v in changes["variants"]}
             await self.blobs.delete(sorted(replaced))
 
-    async def _hand_back(self, job: Job) -> None:
+    async def _hand_back(self, job: JobRecord) -> None:
         try:
-            await self.queue.release(job["_id"], suspect=bool(job.get("suspect")))
+            await self.queue.release(job.id, suspect=bool(job.suspect))
         except Exception:
-            log.warning("could not hand back job %s; its lease will expire", job["_id"])
+            log.warning("could not hand back job %s; its lease will expire", job.id)
 
-    async def _show(self, media_id: str, job: Job) -> None:
+    async def _show(self, media_id: str, job: JobRecord) -> None:
         await self.repository.update(media_id, {"job": job_summary(job)})
 
     async def _io_call(self, func: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._io, func, *args)
 
 
-def _observe(job: Job, media: MediaRecord, started: float, outcome: str) -> None:
-    operations = "+".join(job["operations"])
+def _observe(job: JobRecord, media: MediaRecord, started: float, outcome: str) -> None:
+    operations = "+".join(job.operations)
     labels = metrics.JOB_SECONDS.labels(operations, media.media_type, outcome)
     labels.observe(time.monotonic() - started)
 

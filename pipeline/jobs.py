@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from mediasvc.records import JobState, MediaRecord
+from mediasvc.records import JobRecord, MediaRecord
 
 OPERATIONS = ("thumbnail", "optimize", "resize")
 HEAVY, CHEAP = "heavy", "cheap"
@@ -57,42 +57,21 @@ def new_job(
     options: dict[str, Any] | None = None,
     *,
     lane: str = HEAVY,
-) -> dict[str, Any]:
-    """A queued job document for `media_id`, in the `lane` its cost puts it in.
-
-    `active_slot` (the media id) is set while the job is queued or running and unset when it
-    settles: a unique sparse index on it lets the database refuse a second active job.
-    """
-    return {
-        "_id": str(uuid.uuid4()),
-        "media_id": media_id,
-        "active_slot": media_id,
-        "operations": operations,
-        "options": options or {},
-        "lane": lane,
-        "state": JobState.QUEUED.value,
-        "attempts": 0,
-        "suspect": False,
-        "owner": None,
-        "lease_expires_at": 0,
-        "error": None,
-        "created_at": now,
-        "updated_at": now,
-        "started_at": None,
-        "finished_at": None,
-    }
+) -> JobRecord:
+    """A queued job for `media_id`, in the `lane` its cost puts it in, holding the media's
+    active slot (see JobRecord)."""
+    return JobRecord(
+        id=str(uuid.uuid4()),
+        media_id=media_id,
+        operations=operations,
+        options=options or {},
+        lane=lane,
+        created_at=now,
+        updated_at=now,
+        active_slot=media_id,
+    )
 
 
-def job_summary(job: dict[str, Any]) -> dict[str, Any]:
+def job_summary(job: JobRecord) -> dict[str, Any]:
     """The part of a job shown on its media."""
-    return {
-        "id": job["_id"],
-        "operations": job["operations"],
-        "options": job.get("options", {}),
-        "state": job["state"],
-        "attempts": job["attempts"],
-        "error": job.get("error"),
-        "created_at": job["created_at"],
-        "started_at": job.get("started_at"),
-        "finished_at": job.get("finished_at"),
-    }
+    return job.summary()

@@ -7,22 +7,19 @@ server evaluates the same way.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
-from mediasvc.records import JobState, now_ms
+from mediasvc.records import Doc, JobRecord, JobState, now_ms
 from mediasvc.repository import database_errors, eq
 
-Job = dict[str, Any]
 _OLDEST_FIRST = [("created_at", ASCENDING)]
 
 
 class JobQueue:
     """Claims and settles jobs on behalf of one owner (a process)."""
 
-    def __init__(self, jobs: AsyncCollection[Job], owner: str) -> None:
+    def __init__(self, jobs: AsyncCollection[Doc], owner: str) -> None:
         self._jobs = jobs
         self.owner = owner
 
@@ -33,10 +30,10 @@ class JobQueue:
         suspects: bool = False,
         expired: bool = True,
         lane: str | None = None,
-    ) -> Job | None:
+    ) -> JobRecord | None:
         """The oldest queued job (or a suspect one), of `lane` if given; else, if `expired`,
         one whose lease ran out (of any lane)."""
-        queued: Job = {"state": eq(JobState.QUEUED.value), "suspect": eq(suspects)}
+        queued: Doc = {"state": eq(JobState.QUEUED.value), "suspect": eq(suspects)}
         if lane is not None:
             queued["lane"] = eq(lane)
         job = await self._take(queued, lease_ms)
@@ -45,10 +42,10 @@ class JobQueue:
             job = await self._take(lapsed, lease_ms)
         return job
 
-    async def _take(self, query: Job, lease_ms: int) -> Job | None:
+    async def _take(self, query: Doc, lease_ms: int) -> JobRecord | None:
         now = now_ms()
         with database_errors():
-            return await self._jobs.find_one_and_update(
+            doc = await self._jobs.find_one_and_update(
                 query,
                 {
                     "$set": {
@@ -63,6 +60,7 @@ class JobQueue:
                 sort=_OLDEST_FIRST,
                 return_document=ReturnDocument.AFTER,
             )
+        return JobRecord.from_doc(doc) if doc else None
 
     async def assign_lanes(self, lane: str) -> int:
         """Put jobs queued before lanes existed into `lane`, so lane claims see them."""
@@ -84,7 +82,9 @@ class JobQueue:
             )
         return result.matched_count == 1
 
-    async def settle(self, job_id: str, state: JobState, error: str | None = None) -> Job | None:
+    async def settle(
+        self, job_id: str, state: JobState, error: str | None = None
+    ) -> JobRecord | None:
         """Record the outcome (`done` or `failed`) of a job we hold; it frees the media's slot."""
         now = now_ms()
         changes = {
@@ -96,22 +96,23 @@ class JobQueue:
         }
         return await self._update_ours(job_id, {"$set": changes, "$unset": {"active_slot": ""}})
 
-    async def retry(self, job_id: str, error: str) -> Job | None:
+    async def retry(self, job_id: str, error: str) -> JobRecord | None:
         """Put a job back for another attempt (the attempt stays counted)."""
-        changes: Job = {"state": JobState.QUEUED.value, "error": error, "owner": None}
+        changes: Doc = {"state": JobState.QUEUED.value, "error": error, "owner": None}
         changes["updated_at"] = now_ms()
         return await self._update_ours(job_id, {"$set": changes})
 
-    async def release(self, job_id: str, *, suspect: bool) -> Job | None:
+    async def release(self, job_id: str, *, suspect: bool) -> JobRecord | None:
         """Hand a job back uncharged (shutdown, or it was a bystander of a crash)."""
-        changes: Job = {"state": JobState.QUEUED.value, "owner": None, "suspect": suspect}
+        changes: Doc = {"state": JobState.QUEUED.value, "owner": None, "suspect": suspect}
         changes["updated_at"] = now_ms()
         return await self._update_ours(job_id, {"$set": changes, "$inc": {"attempts": -1}})
 
-    async def _update_ours(self, job_id: str, update: Job) -> Job | None:
+    async def _update_ours(self, job_id: str, update: Doc) -> JobRecord | None:
         with database_errors():
-            return await self._jobs.find_one_and_update(
+            doc = await self._jobs.find_one_and_update(
                 {"_id": eq(job_id), "owner": eq(self.owner)},
                 update,
                 return_document=ReturnDocument.AFTER,
             )
+        return JobRecord.from_doc(doc) if doc else None

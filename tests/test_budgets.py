@@ -285,7 +285,7 @@ async def test_jobs_queued_before_lanes_existed_are_still_run(
     caller = new_caller()
     media_id = await upload(budget_client, caller, "old.jpg", jpeg)
     assert (await settled(budget_client, caller.token, media_id, 20))["status"] == "ready"
-    legacy = new_job(media_id, ["thumbnail"], int(time.time() * 1000))
+    legacy = new_job(media_id, ["thumbnail"], int(time.time() * 1000)).to_doc()
     del legacy["lane"]  # as an older version queued it
     jobs = budget_service.context.repository.jobs_collection
     await jobs.insert_one(legacy)

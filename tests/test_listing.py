@@ -10,23 +10,18 @@ searches that match in one text only, or in different case.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pymongo import AsyncMongoClient
 
 from mediasvc.auth import Principal
-from mediasvc.embedded_db import EmbeddedMongo
 from mediasvc.listing import Cursor, MediaFilters, MediaQuery
 from mediasvc.records import MediaRecord, MediaStatus, StorageKey
-from mediasvc.repository import MongoMediaRepository
+from tests.support.database import Database
 
 IDS = [str(uuid.UUID(int=n)) for n in (0xA1, 0xB2, 0xC3)]  # subs and entity ids alike
 TYPES = ["user", "service", "practitioner"]
@@ -36,34 +31,9 @@ TEXTS = ["", "Cat", "cat.JPG", "a.b", "Dog cat", "ÉTÉ", "x_y", "100%"]
 SEARCHES = ["", "cat", "CAT", "a.b", ".", "é", "dog c", "%", "zzz", "jpg"]
 
 
-class Database:
-    """An embedded database and a repository on it, driven from one event loop (hypothesis
-    runs each example synchronously, so the loop is ours, not the test runner's)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.embedded = EmbeddedMongo(folder, in_memory=True, start_timeout=30)
-        uri = self.run(self.embedded.start())
-        self.client: AsyncMongoClient[Any] = self.run(_client(uri))
-        self.repository = MongoMediaRepository(self.client, "listing")
-        self.run(self.repository.ensure_indexes())
-
-    def run(self, coroutine: Any) -> Any:
-        return self.loop.run_until_complete(coroutine)
-
-    def close(self) -> None:
-        self.run(self.client.close())
-        self.embedded.stop()
-        self.loop.close()
-
-
-async def _client(uri: str) -> AsyncMongoClient[Any]:
-    return AsyncMongoClient(uri, serverSelectionTimeoutMS=5000)
-
-
 @pytest.fixture(scope="module")
 def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
-    database = Database(tmp_path_factory.mktemp("listing"))
+    database = Database(tmp_path_factory.mktemp("listing"), name="listing")
     yield database
     database.close()
 
@@ -134,7 +104,7 @@ def expected(records: list[MediaRecord], principal: Principal, query: MediaQuery
 
 async def seed(database: Database, records: list[MediaRecord]) -> None:
     repository = database.repository
-    await database.client["listing"]["media"].delete_many({})
+    await database.db["media"].delete_many({})
     await repository.insert_many(records)
     await repository.recount()
 
