@@ -590,6 +590,16 @@ def _list_parameters() -> list[Schema]:
             "name": "offset",
             "in": "query",
             "schema": {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT, "default": 0},
+            "description": "Skip this many; a client that pages by offset gets offset links",
+        },
+        {
+            "name": "cursor",
+            "in": "query",
+            "schema": {"type": "string", "maxLength": 200},
+            "description": (
+                "An opaque position from a `next` or `previous` link: as fast on any page as on"
+                " the first (links carry one unless the request used `offset`)"
+            ),
         },
     ]
 

@@ -16,7 +16,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
+from pymongo import (
+    ASCENDING,
+    DESCENDING,
+    AsyncMongoClient,
+    DeleteOne,
+    ReturnDocument,
+    UpdateOne,
+)
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
@@ -95,8 +102,9 @@ class MediaRepository(ABC):
         """Raise Unavailable if the database does not answer."""
 
     @abstractmethod
-    async def insert(self, media: MediaRecord) -> None:
-        """Insert a new media record."""
+    async def insert(self, media: MediaRecord, job: JobRecord | None = None) -> None:
+        """Insert a new media record and then, if given, its first job (JobActive if the
+        media has an active one already)."""
 
     @abstractmethod
     async def insert_many(self, records: Sequence[MediaRecord]) -> None:
@@ -262,10 +270,16 @@ class MongoMediaRepository(MediaRepository):
 
     # ---- media records
 
-    async def insert(self, media: MediaRecord) -> None:
+    async def insert(self, media: MediaRecord, job: JobRecord | None = None) -> None:
+        # The media first: a job claimed before its media exists would fail it. Its count
+        # and its job then go together, in one round trip's time.
         with database_errors():
             await self._media.insert_one(media.to_doc())
-            await self._count_media(1)
+        steps = [self._count_media(1), *([self.insert_job(job)] if job is not None else [])]
+        results = await asyncio.gather(*steps, return_exceptions=True)
+        for outcome in results:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def insert_many(self, records: Sequence[MediaRecord]) -> None:
         if records:
@@ -330,9 +344,10 @@ class MongoMediaRepository(MediaRepository):
         return int(counter["n"])
 
     async def _count_media(self, change: int) -> None:
-        await self._counters.update_one(
-            {"_id": eq(MEDIA_TOTAL)}, {"$inc": {"n": change}}, upsert=True
-        )
+        with database_errors():
+            await self._counters.update_one(
+                {"_id": eq(MEDIA_TOTAL)}, {"$inc": {"n": change}}, upsert=True
+            )
 
     async def recount(self) -> int:
         """Set the maintained total to a fresh count (it drifts only if a process dies
@@ -460,7 +475,7 @@ class MongoMediaRepository(MediaRepository):
         now = time.time_ns() // 1_000_000
         upserts = [
             UpdateOne(
-                {"_id": key},
+                {"_id": eq(key)},
                 {
                     "$set": {"media_id": media_id, "not_before": not_before, "updated_at": now},
                     "$setOnInsert": {"created_at": now, "attempts": 0, "error": None},
@@ -479,13 +494,16 @@ class MongoMediaRepository(MediaRepository):
 
     async def forget_deletions(self, keys: list[str]) -> None:
         if keys:
-            with database_errors():
-                await self._deletions.delete_many({"_id": {"$in": keys}})
+            with database_errors():  # one round trip, each by `_id` ($in is not index-served)
+                await self._deletions.bulk_write(
+                    [DeleteOne({"_id": eq(key)}) for key in keys], ordered=False
+                )
 
     async def deletions_failed(self, keys: list[str], error: str) -> None:
         with database_errors():
-            await self._deletions.update_many(
-                {"_id": {"$in": keys}}, {"$inc": {"attempts": 1}, "$set": {"error": error[:500]}}
+            change = {"$inc": {"attempts": 1}, "$set": {"error": error[:500]}}
+            await self._deletions.bulk_write(
+                [UpdateOne({"_id": eq(key)}, change) for key in keys], ordered=False
             )
 
     async def count_deletions(self) -> int:

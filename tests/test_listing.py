@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from mediasvc.auth import Principal
 from mediasvc.listing import Cursor, MediaFilters, MediaQuery
 from mediasvc.records import MediaRecord, MediaStatus, StorageKey
+from tests.conftest import API, Caller, Client
 from tests.support.database import Database
 
 IDS = [str(uuid.UUID(int=n)) for n in (0xA1, 0xB2, 0xC3)]  # subs and entity ids alike
@@ -191,3 +193,41 @@ async def _seeded(database: Database, count: int) -> list[MediaRecord]:
     ]
     await seed(database, records)
     return records
+
+
+async def test_links_carry_a_cursor_unless_the_client_paged_by_offset(
+    client: Client, user: Caller, samples: dict[str, bytes]
+) -> None:
+    made = [
+        (await client.upload(user.token, f"{n}.jpg", samples["jpg"], user.entity)).json["id"]
+        for n in range(5)
+    ]
+    newest_first = made[::-1]
+    first = (await client.request("GET", f"{API}/?limit=2", token=user.token)).json
+    assert first["count"] == 5 and first["previous"] is None
+    assert "cursor" in parse_qs(urlsplit(first["next"]).query)
+    seen, page = [m["id"] for m in first["results"]], first
+    while page["next"]:
+        page = (await client.request("GET", page["next"], token=user.token)).json
+        assert page["count"] == 5
+        seen += [m["id"] for m in page["results"]]
+    assert seen == newest_first
+    back = (await client.request("GET", page["previous"], token=user.token)).json
+    assert [m["id"] for m in back["results"]] == newest_first[2:4]
+
+    by_offset = (await client.request("GET", f"{API}/?limit=2&offset=0", token=user.token)).json
+    assert parse_qs(urlsplit(by_offset["next"]).query)["offset"] == ["2"]
+
+
+@pytest.mark.parametrize("cursor", ["x", "YWJj", "%C3%A9", "a" * 300])
+async def test_a_cursor_not_made_by_the_service_is_400(
+    client: Client, user: Caller, cursor: str
+) -> None:
+    response = await client.request("GET", f"{API}/?cursor={cursor}", token=user.token)
+    assert response.status == 400 and response.json == {"error": "cursor is not valid"}
+
+
+async def test_a_search_with_control_characters_is_400(client: Client, user: Caller) -> None:
+    response = await client.request("GET", f"{API}/?search=a%0Ab", token=user.token)
+    assert response.status == 400
+    assert response.json == {"error": "search must not contain control characters"}

@@ -170,9 +170,7 @@ class MediaService:
         if job is not None:
             media.job = job_summary(job)
         try:
-            await self.repository.insert(media)
-            if job is not None:
-                await self.repository.insert_job(job)
+            await self.repository.insert(media, job)
         except BaseException:
             await asyncio.shield(self._undo_create(media))
             raise
