@@ -579,8 +579,9 @@ async def test_top_level_and_or_nor_make_find_filter_the_whole_table_in_python(
 async def test_count_of_or_is_index_served_only_while_every_arm_translates(seeded: Seeded) -> None:
     """The count translator handles `$or` in SQL and SQLite searches one index per arm
     (MULTI-INDEX OR); an arm with `$regex` or `$in` makes the whole count fall back to the
-    Python-filtered find (2 s at 50k documents against 1.5 ms). Shape instead: counts of
-    several owners are an `$or` of `$eq` arms; a search is never counted that way."""
+    Python-filtered find (2.4 s at 50k documents against 1.5 ms). Shape instead: counts of
+    several owners are an `$or` of `$eq` arms; a search is counted as the union of the
+    `_id`s of one indexed find per arm (33 ms)."""
     media = seeded.media
     arms = seeded.owner_arms()
     with twin("media", MEDIA_INDEXES) as copy:
@@ -661,6 +662,27 @@ async def test_in_and_regex_are_evaluated_per_row_and_make_count_load_documents(
     await assert_slower(lambda: count(media, two_types), lambda: count(media, as_arms))
 
 
+async def test_regex_options_make_find_filter_the_whole_table_in_python(seeded: Seeded) -> None:
+    """`_build_operator_clause` translates `$regex` but not its sibling `$options`, and one
+    untranslated operator sends the whole find (and a count) to the Python scan, indexed
+    `$eq` and all: a case-insensitive search page takes 1.4 s at 50k documents. The flag
+    written inline, `(?i)` at the start of the pattern (which MongoDB's PCRE takes too),
+    stays SQL: 2.9 ms. Shape instead: `{"$regex": "(?i)" + re.escape(text)}`, never
+    `$options`."""
+    media = seeded.media
+    owner = {"uploaded_by": eq(seeded.user)}
+    with_options = {**owner, "search_text": {"$regex": "PHOTO_1", "$options": "i"}}
+    inline = {**owner, "search_text": {"$regex": "(?i)PHOTO_1"}}
+    assert await find_plan(media, with_options) == ["SCAN media"]
+    assert uses(await find_plan(media, inline), "idx_media_uploaded_by_sort_key")
+    assert await ids(media, inline) == await ids(media, with_options) != []
+
+    def page(query: Doc) -> Callable[[], Awaitable[object]]:
+        return lambda: media.find(query).sort("sort_key", 1).limit(21).to_list()
+
+    await assert_slower(page(with_options), page(inline))
+
+
 # ---- values
 
 
@@ -736,8 +758,10 @@ async def test_an_or_arm_with_an_extra_equality_needs_an_index_on_the_whole_arm(
     the media_type index in every arm, reading a quarter of the table per arm (128 ms at
     50k documents); with two arms SQLite even factors the common term out and runs one
     media_type search. With an index per arm on the arm's whole equality set each arm
-    searches its own (1.0 ms). Shape instead: for each filter that can join the owner
-    arms, an index (arm keys..., filter key, sort_key) per arm."""
+    searches its own (1.0 ms), but only if the condition is written inside every arm: as
+    `$and: [condition, {$or: arms}]` it is one media_type search again. Shape instead: for
+    each filter that can join the owner arms, an index (arm keys..., filter key, sort_key)
+    per arm, and the filter repeated in each arm of a flat `$or`."""
     arms = [
         {"uploaded_by": eq("u1"), "media_type": eq("image")},
         {"entity_type": eq("user"), "entity_id": eq("u1"), "media_type": eq("image")},
@@ -757,6 +781,9 @@ async def test_an_or_arm_with_an_extra_equality_needs_an_index_on_the_whole_arm(
             " (<expr>=? AND <expr>=?)"
         )
         assert searches(full.count_plan({"$or": arms})) == [by_uploader, by_entity, by_entity]
+        plain_arms = [{k: v for k, v in arm.items() if k != "media_type"} for arm in arms]
+        nested = {"$and": [{"media_type": eq("image")}, {"$or": plain_arms}]}
+        assert searches(full.count_plan(nested)) == [by_type]
 
 
 async def test_analyze_lets_the_planner_choose_by_selectivity(embedded: Embedded) -> None:
