@@ -53,8 +53,12 @@ MEDIA_INDEXES = {
     "by_status_key": ("status", SORT_FIELD),
     "pending_expiry": ("status", "upload_expires_at"),
 }
-# Indexes of earlier versions that no query uses any more.
-RETIRED_INDEXES = ("by_entity", "by_uploader", "list_order")
+# The keys of indexes of earlier versions that no query uses any more.
+RETIRED_INDEXES = (
+    ("entity_type", "entity_id"),
+    ("uploaded_by",),
+    ("display_order", "created_at"),
+)
 MEDIA_TOTAL = "media"  # the counters document of the maintained total
 ANY_JOB: Any = object()  # `update(job_is=...)` default: whatever job the media shows
 
@@ -223,9 +227,7 @@ class MongoMediaRepository(MediaRepository):
             )
             for name, keys in MEDIA_INDEXES.items():
                 await self._media.create_index([(k, ASCENDING) for k in keys], name=name)
-            for name in RETIRED_INDEXES:
-                with suppress(OperationFailure):
-                    await self._media.drop_index(name)
+            await self._drop_retired_indexes()
             await self._jobs.create_index([("media_id", ASCENDING)], name="by_media")
             await self._jobs.create_index(
                 [("state", ASCENDING), ("suspect", ASCENDING), ("created_at", ASCENDING)],
@@ -251,6 +253,14 @@ class MongoMediaRepository(MediaRepository):
             )
             await self._deletions.create_index([("not_before", ASCENDING)], name="due_order")
         await self._mark_active_jobs()
+
+    async def _drop_retired_indexes(self) -> None:
+        """Drop the indexes of earlier versions, found by their keys: the embedded server
+        names indexes after their keys, not as they were asked to be named."""
+        for name, spec in (await self._media.index_information()).items():
+            if tuple(key for key, _ in spec["key"]) in RETIRED_INDEXES:
+                with suppress(OperationFailure):
+                    await self._media.drop_index(name)
 
     async def _mark_active_jobs(self) -> None:
         """Jobs queued before `active_slot` existed get it, so the index covers them too."""

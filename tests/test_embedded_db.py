@@ -799,3 +799,39 @@ async def test_analyze_lets_the_planner_choose_by_selectivity(embedded: Embedded
     assert uses(await find_plan(collection, query), f"idx_{collection.name}_media_type_sort_key")
     await database.command("analyze")
     assert uses(await find_plan(collection, query), f"idx_{collection.name}_uploaded_by_sort_key")
+
+
+def _repository_indexes() -> list[Keys]:
+    from mediasvc.repository import MEDIA_INDEXES as REPOSITORY_INDEXES
+
+    return [[(key, 1) for key in keys] for keys in REPOSITORY_INDEXES.values()]
+
+
+def test_a_facet_beside_a_branch_equality_is_a_one_value_range_so_the_branch_index_wins() -> None:
+    """The repository's own shapes, made by `mediasvc.listing.plan`, over its own indexes:
+    a caller with grants listing its images. Each branch's media_type (and status) is written
+    as `{"$gte": v, "$lte": v}`: no tie with the (media_type, sort_key) index that an admin's
+    `media_type=` list uses, so every fetch and the count's `$or` arms search the branch's
+    index (uploader, entity, entity type), in whatever order the indexes were created."""
+    from mediasvc.auth import Principal
+    from mediasvc.listing import MediaFilters, MediaQuery, plan
+
+    caller = Principal("u1", entities=frozenset({"service:s1", "practitioner:*"}))
+    filters = MediaFilters(media_type="image", status="ready")
+    shapes = plan(MediaQuery(filters, "", caller.visibility(), 20))
+    branch_indexes = {
+        "idx_media_entity_type_entity_id_sort_key",
+        "idx_media_uploaded_by_sort_key",
+        "idx_media_entity_type_sort_key",
+    }
+    for indexes in (_repository_indexes(), _repository_indexes()[::-1]):
+        with twin("media", indexes) as repository:
+            for branch in shapes.fetch:
+                used = searches(repository.find_plan(branch, BY_KEY))
+                assert len(used) == 1 and any(f" {name} " in used[0] for name in branch_indexes)
+            (counted,) = shapes.count
+            arms = searches(repository.count_plan(counted))
+            assert len(arms) == len(counted["$or"])
+            assert all(any(f" {name} " in arm for name in branch_indexes) for arm in arms)
+            admin = plan(MediaQuery(MediaFilters(media_type="image"), "", None, 20))
+            assert uses(repository.count_plan(admin.count[0]), "idx_media_media_type_sort_key")
