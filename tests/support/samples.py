@@ -1,0 +1,78 @@
+"""Real small media of each kind, made with ffmpeg, and a PDF and an SVG written by hand."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+
+def make_samples(folder: Path) -> dict[str, bytes]:
+    """One small file of each kind the service accepts, by extension; made in `folder`."""
+    image = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=1", "-frames:v", "1"]
+    for ext in ("jpg", "png", "gif", "webp"):
+        _ffmpeg(*image, str(folder / f"sample.{ext}"))
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x48:rate=10",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=f=440",
+        "-t",
+        "1",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:v",
+        "libx264",
+        "-c:a",
+        "aac",
+        "-shortest",
+        str(folder / "sample.mp4"),
+    )
+    _ffmpeg(
+        "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-t", "1", str(folder / "sample.webm")
+    )
+    tone = ["-f", "lavfi", "-i", "sine=f=440:duration=1"]
+    for ext in ("wav", "mp3", "ogg", "flac", "m4a"):
+        _ffmpeg(*tone, str(folder / f"sample.{ext}"))
+    _ffmpeg(*tone, "-c:a", "aac", "-f", "adts", str(folder / "sample.aac"))
+    files = {path.suffix[1:]: path.read_bytes() for path in folder.iterdir()}
+    files["pdf"] = tiny_pdf()
+    files["svg"] = (
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+        b'<rect width="10" height="10"/></svg>'
+    )
+    files["txt"] = b"plain text notes\n"
+    return files
+
+
+def tiny_pdf() -> bytes:
+    """A valid one-page PDF, written by hand (ffmpeg makes none)."""
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, obj in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n".encode() + obj + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    for offset in offsets:
+        out += f"{offset:010d} 00000 n \n".encode()
+    out += (
+        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    )
+    return bytes(out)
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
