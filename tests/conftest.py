@@ -12,32 +12,11 @@ import pytest
 
 from mediasvc.app import Service, start_service
 from mediasvc.settings import Settings
-from tests.support.client import API, Client, Response, multipart_body
+from tests.support.client import Client
 from tests.support.s3 import S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, seaweedfs
-from tests.support.samples import make_samples, tiny_pdf
-from tests.support.service import Backend, service_settings, spool_files, stored_files
-from tests.support.tokens import TEST_SECRET, Caller, make_token
-
-# Re-exported for the tests that still import them from here, until they import tests.support.
-__all__ = [
-    "API",
-    "S3_ACCESS_KEY",
-    "S3_SECRET_KEY",
-    "TEST_SECRET",
-    "Backend",
-    "Caller",
-    "Client",
-    "Response",
-    "S3Server",
-    "_tiny_pdf",
-    "make_token",
-    "multipart_body",
-    "seaweedfs",
-    "service_settings",
-    "spool_files",
-    "stored_files",
-]
-_tiny_pdf = tiny_pdf
+from tests.support.samples import make_samples
+from tests.support.service import Backend, service_settings
+from tests.support.tokens import Caller, make_token
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.conftest import API, Caller, Client, multipart_body
+from tests.support.client import API, Client, multipart_body
 from tests.support.media import settled
+from tests.support.tokens import Caller
 
 SPEC_PROCESS_EXAMPLE = {
     "operations": ["thumbnail", "optimize"],

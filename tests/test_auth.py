@@ -16,7 +16,8 @@ from mediasvc.auth import Principal, TokenAuthority
 from mediasvc.errors import Unauthorized
 from mediasvc.records import MediaRecord
 from mediasvc.settings import Settings
-from tests.conftest import API, TEST_SECRET, Client, make_token
+from tests.support.client import API, Client
+from tests.support.tokens import TEST_SECRET, make_token
 
 
 def _unsigned(claims: dict[str, object]) -> str:

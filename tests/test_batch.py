@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 
 from mediasvc.settings import Settings
-from tests.conftest import API, Caller, Client, multipart_body, spool_files
+from tests.support.client import API, Client, multipart_body
+from tests.support.service import spool_files
+from tests.support.tokens import Caller
 
 
 async def _batch(

@@ -29,15 +29,10 @@ from playwright.async_api import async_playwright
 
 from mediasvc.app import Service, start_service
 from mediasvc.upload import size_error
-from tests.conftest import (
-    API,
-    S3_ACCESS_KEY,
-    S3_SECRET_KEY,
-    Client,
-    S3Server,
-    make_token,
-    service_settings,
-)  # fmt: skip
+from tests.support.client import API, Client
+from tests.support.s3 import S3_ACCESS_KEY, S3_SECRET_KEY, S3Server
+from tests.support.service import service_settings
+from tests.support.tokens import make_token
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

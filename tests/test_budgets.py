@@ -16,8 +16,10 @@ import pytest
 
 from mediasvc.app import Service, start_service
 from mediasvc.pipeline.jobs import HEAVY, new_job
-from tests.conftest import API, Caller, Client, make_token, service_settings
+from tests.support.client import API, Client
 from tests.support.media import settled
+from tests.support.service import service_settings
+from tests.support.tokens import Caller, make_token
 
 SVG_CPU_LIMIT = 2.0
 VIDEO_FRAME_LIMIT = 1000  # lowered here: a real frame bomb takes minutes to encode

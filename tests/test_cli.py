@@ -9,7 +9,8 @@ import jwt
 import pytest
 
 from mediasvc.cli import main
-from tests.conftest import API, TEST_SECRET, Client
+from tests.support.client import API, Client
+from tests.support.tokens import TEST_SECRET
 
 
 async def test_token_is_accepted(

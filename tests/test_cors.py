@@ -14,7 +14,9 @@ import pytest
 from mediasvc.app import Service, start_service
 from mediasvc.cors import ALLOW_HEADERS
 from mediasvc.settings import SettingsError, load_settings
-from tests.conftest import API, Caller, Client, Response, make_token, service_settings
+from tests.support.client import API, Client, Response
+from tests.support.service import service_settings
+from tests.support.tokens import Caller, make_token
 
 PAGE = "http://app.example.test:8080"
 OTHER = "http://evil.example.test"

@@ -19,8 +19,10 @@ import pytest
 import requests
 
 from mediasvc.app import Service, start_service
-from tests.conftest import API, Caller, Client, make_token, service_settings
+from tests.support.client import API, Client
 from tests.support.early import MB, oversized_image, read_answer, send_head
+from tests.support.service import service_settings
+from tests.support.tokens import Caller, make_token
 
 TOO_BIG = {"error": "File size exceeds maximum allowed size of 10.0MB for image files"}
 CLIENT_TIMEOUT = 60

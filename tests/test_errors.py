@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.conftest import API, Caller, Client
+from tests.support.client import API, Client
+from tests.support.tokens import Caller
 
 
 async def test_unknown_route_is_json_404(client: Client) -> None:

@@ -21,20 +21,12 @@ import pytest
 
 from mediasvc.app import Service, start_service
 from mediasvc.embedded_db import EmbeddedDatabaseError
-from tests.conftest import (
-    API,
-    S3_ACCESS_KEY,
-    S3_SECRET_KEY,
-    Caller,
-    Client,
-    S3Server,
-    make_token,
-    multipart_body,
-    seaweedfs,
-    service_settings,
-)
+from tests.support.client import API, Client, multipart_body
 from tests.support.media import settled
 from tests.support.process import BIN, Server, make_video, service_env
+from tests.support.s3 import S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, seaweedfs
+from tests.support.service import service_settings
+from tests.support.tokens import Caller, make_token
 
 
 def _quiet(tmp_path: Path, **changes: Any) -> Any:

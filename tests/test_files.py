@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import Caller, Client
+from tests.support.client import Client
+from tests.support.tokens import Caller
 
 
 async def _uploaded(client: Client, caller: Caller, name: str, content: bytes) -> dict[str, Any]:

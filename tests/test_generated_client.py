@@ -26,7 +26,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.conftest import API, Caller, Client
+from tests.support.client import API, Client
+from tests.support.tokens import Caller
 
 PACKAGE = "mediasvc_generated_client"
 

@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 from mediasvc.auth import Principal
 from mediasvc.listing import Cursor, MediaFilters, MediaQuery
 from mediasvc.records import MediaRecord, MediaStatus, StorageKey
-from tests.conftest import API, Caller, Client
+from tests.support.client import API, Client
 from tests.support.database import Database
+from tests.support.tokens import Caller
 
 IDS = [str(uuid.UUID(int=n)) for n in (0xA1, 0xB2, 0xC3)]  # subs and entity ids alike
 TYPES = ["user", "service", "practitioner"]

@@ -10,7 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from mediasvc.settings import Settings
-from tests.conftest import API, Caller, Client, make_token, stored_files
+from tests.support.client import API, Client
+from tests.support.service import stored_files
+from tests.support.tokens import Caller, make_token
 
 SPEC_FIELDS: dict[str, type | tuple[type, ...]] = {
     "id": str,

@@ -15,7 +15,7 @@ import pytest
 from pymongo import ASCENDING
 
 from mediasvc.records import MediaRecord, derived_fields
-from tests.conftest import API
+from tests.support.client import API
 from tests.support.database import Database
 from tests.support.process import BIN, Server, service_env
 

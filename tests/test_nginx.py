@@ -18,8 +18,10 @@ import pytest
 import requests
 
 from mediasvc.app import Service, start_service
-from tests.conftest import API, Caller, make_token, service_settings
+from tests.support.client import API
 from tests.support.early import oversized_image
+from tests.support.service import service_settings
+from tests.support.tokens import Caller, make_token
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 TRIES = 20

@@ -23,7 +23,8 @@ from tornado.routing import PathMatches
 
 from mediasvc.app import Service
 from mediasvc.auth import Principal
-from tests.conftest import API, Client, make_token
+from tests.support.client import API, Client
+from tests.support.tokens import make_token
 
 # What "true" means: these checks must pass on every generated request. Left out:
 # positive_data_acceptance (what JSON Schema cannot say: a file needs an allowed extension,

@@ -16,7 +16,9 @@ import pytest
 from mediasvc.app import Service, start_service
 from mediasvc.embedded_db import EmbeddedMongo, free_loopback_port
 from mediasvc.settings import Settings
-from tests.conftest import API, Caller, Client, make_token, service_settings
+from tests.support.client import API, Client
+from tests.support.service import service_settings
+from tests.support.tokens import Caller, make_token
 
 
 async def test_healthz_and_readyz(client: Client) -> None:

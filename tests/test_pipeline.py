@@ -19,8 +19,10 @@ import pytest
 
 from mediasvc.app import Service, start_service
 from mediasvc.settings import Settings
-from tests.conftest import API, Caller, Client, make_token, service_settings
+from tests.support.client import API, Client
 from tests.support.media import settled
+from tests.support.service import service_settings
+from tests.support.tokens import Caller, make_token
 
 MAKE_IMAGES = r"""
 import sys, pyvips

@@ -8,8 +8,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
-from tests.conftest import API, Backend, Caller, Client, make_token
+from tests.support.client import API, Client
 from tests.support.media import settled
+from tests.support.service import Backend
+from tests.support.tokens import Caller, make_token
 
 
 def _caller() -> Caller:

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from mediasvc.embedded_db import EmbeddedMongo, free_loopback_port
-from tests.conftest import API, multipart_body
+from tests.support.client import API, multipart_body
 from tests.support.process import BIN, Server, make_video, service_env
 
 
@@ -141,9 +141,9 @@ def test_worker_node_processes_for_an_api_only_node(tmp_path: Path) -> None:
 
 
 def _pdf() -> bytes:
-    from tests.conftest import _tiny_pdf
+    from tests.support.samples import tiny_pdf
 
-    return _tiny_pdf()
+    return tiny_pdf()
 
 
 def test_gc_command(tmp_path: Path) -> None:

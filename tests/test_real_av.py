@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from mediasvc.pipeline.tasks import TaskSpec, run_task
-from tests.conftest import API, Caller, Client
+from tests.support.client import API, Client
 from tests.support.media import settled, upload_settled
+from tests.support.tokens import Caller
 
 # Tags a derived file may carry: its own container's and encoder's, none of the original's.
 OWN_TAGS = {

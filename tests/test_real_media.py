@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from mediasvc.pipeline.tasks import Limits, TaskResult, TaskSpec, init_worker, run_task
-from tests.conftest import Caller, Client
 from tests.support import vips
+from tests.support.client import Client
 from tests.support.media import upload_settled
+from tests.support.tokens import Caller
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,10 @@ import pytest
 
 from mediasvc.app import Service, start_service
 from mediasvc.lifecycle import Slots
-from tests.conftest import API, Caller, make_token, multipart_body, service_settings
+from tests.support.client import API, multipart_body
 from tests.support.early import MB, read_answer, send_head
+from tests.support.service import service_settings
+from tests.support.tokens import Caller, make_token
 
 CLIENT_TIMEOUT = 60
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import API, Backend, Client, make_token
+from tests.support.client import API, Client
+from tests.support.service import Backend
+from tests.support.tokens import make_token
 
 JS = Path(__file__).parent / "js"
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")

@@ -12,7 +12,10 @@ import pytest
 from botocore.config import Config
 
 from mediasvc.settings import Settings
-from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY, Backend, Caller, Client, make_token
+from tests.support.client import Client
+from tests.support.s3 import S3_ACCESS_KEY, S3_SECRET_KEY
+from tests.support.service import Backend
+from tests.support.tokens import Caller, make_token
 
 
 def _key() -> str:
@@ -117,7 +120,7 @@ async def test_s3_down_is_503_not_a_hang(tmp_path: Path, samples: dict[str, byte
     """With S3 unreachable, an upload answers 503 with Retry-After within seconds."""
     from mediasvc.app import start_service
     from mediasvc.embedded_db import free_loopback_port
-    from tests.conftest import TEST_SECRET
+    from tests.support.tokens import TEST_SECRET
 
     settings = Settings(
         data_dir=str(tmp_path), port=0, embedded_db_in_memory=True, jwt_secret=TEST_SECRET,
@@ -132,7 +135,8 @@ async def test_s3_down_is_503_not_a_hang(tmp_path: Path, samples: dict[str, byte
 async def test_s3_going_down_is_a_quick_503(tmp_path: Path, samples: dict[str, bytes]) -> None:
     """Stop the S3 server under a running service: uploads and readiness answer 503 fast."""
     from mediasvc.app import start_service
-    from tests.conftest import seaweedfs, service_settings
+    from tests.support.s3 import seaweedfs
+    from tests.support.service import service_settings
 
     with seaweedfs(tmp_path / "weed") as server:
         settings = service_settings(

@@ -30,18 +30,11 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from mediasvc.app import Service, start_service
 from mediasvc.errors import InsufficientStorage, full_disk_is_507
 from mediasvc.settings import MB
-from tests.conftest import (
-    API,
-    S3_ACCESS_KEY,
-    S3_SECRET_KEY,
-    Caller,
-    Client,
-    S3Server,
-    make_token,
-    multipart_body,
-    service_settings,
-)
+from tests.support.client import API, Client, multipart_body
 from tests.support.process import Server
+from tests.support.s3 import S3_ACCESS_KEY, S3_SECRET_KEY, S3Server
+from tests.support.service import service_settings
+from tests.support.tokens import Caller, make_token
 
 UNAVAILABLE = {"error": "Storage unavailable, try again shortly"}
 FULL = {"error": "Not enough storage space for this upload; try again later"}

@@ -10,7 +10,9 @@ import pytest
 
 from mediasvc.app import Service
 from mediasvc.settings import Settings
-from tests.conftest import API, Caller, Client, make_token, multipart_body, spool_files
+from tests.support.client import API, Client, multipart_body
+from tests.support.service import spool_files
+from tests.support.tokens import Caller, make_token
 
 PROCESSED = {"image", "video", "audio"}
 

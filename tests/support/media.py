@@ -6,7 +6,8 @@ import asyncio
 import time
 from typing import Any
 
-from tests.conftest import API, Caller, Client
+from tests.support.client import API, Client
+from tests.support.tokens import Caller
 
 
 async def settled(client: Client, token: str, media_id: str, timeout: float = 60) -> dict[str, Any]:

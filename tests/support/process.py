@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from mediasvc.embedded_db import free_loopback_port
-from tests.conftest import API, multipart_body
+from tests.support.client import API, multipart_body
 
 BIN = Path(sys.executable).parent
 
