@@ -1,6 +1,6 @@
 """Fixtures: the real service on a loopback port with the embedded database in memory,
-callers with tokens, an HTTP client, sample files made by ffmpeg, and the same service on S3
-(SeaweedFS). The helpers they are built from live in `tests.support`."""
+callers with tokens, an HTTP client, sample files made by ffmpeg, an upload factory, and the
+same service on S3 (SeaweedFS). The helpers they are built from live in `tests.support`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from mediasvc.app import Service, start_service
 from mediasvc.settings import Settings
 from tests.support.client import Client
+from tests.support.media import Uploader
 from tests.support.s3 import S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, seaweedfs
 from tests.support.samples import make_samples
 from tests.support.service import Backend, service_settings
@@ -58,6 +59,13 @@ def admin() -> Caller:
 def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """Real small files of each kind, made with ffmpeg (and a hand-written PDF and SVG)."""
     return make_samples(tmp_path_factory.mktemp("samples"))
+
+
+@pytest.fixture
+def upload_media(client: Client, samples: dict[str, bytes]) -> Uploader:
+    """`await upload_media(caller, "photo.jpg", **fields)`: the media created (201 asserted),
+    through the shared client unless `client=` names another."""
+    return Uploader(client, samples)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.support.client import API, Client, multipart_body
-from tests.support.media import settled
+from tests.support.media import Uploader, settled
 from tests.support.tokens import Caller
 
 SPEC_PROCESS_EXAMPLE = {
@@ -31,12 +31,6 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
-async def _upload(client: Client, caller: Caller, content: bytes, **fields: str) -> Any:
-    response = await client.upload(caller.token, "photo.jpg", content, {**caller.entity, **fields})
-    assert response.status == 201, response.body
-    return response.json
-
-
 async def _process(client: Client, caller: Caller, media_id: str, body: Any) -> Any:
     return await client.request(
         "POST", f"{API}/{media_id}/process/", token=caller.token, json_body=body
@@ -44,11 +38,11 @@ async def _process(client: Client, caller: Caller, media_id: str, body: Any) -> 
 
 
 async def test_the_spec_process_example_is_accepted_as_written(
-    client: Client, user: Caller, photo: bytes
+    client: Client, user: Caller, photo: bytes, upload_media: Uploader
 ) -> None:
     """`options.resize` beside `optimize` (no `resize` operation): the box is kept in the job
     for the optimized copy to fit inside; the job runs."""
-    media = await settled(client, user.token, (await _upload(client, user, photo))["id"])
+    media = await settled(client, user.token, (await upload_media(user, "photo.jpg", photo))["id"])
     response = await _process(client, user, media["id"], SPEC_PROCESS_EXAMPLE)
     assert response.status == 202, response.body
     job = response.json["job"]
@@ -78,19 +72,19 @@ async def test_the_spec_process_example_is_accepted_as_written(
     ],
 )
 async def test_a_resize_box_that_cannot_apply_is_400(
-    client: Client, user: Caller, samples: dict[str, bytes], body: Any, error: str
+    client: Client, user: Caller, body: Any, error: str, upload_media: Uploader
 ) -> None:
-    media = await _upload(client, user, samples["jpg"])
+    media = await upload_media(user, "photo.jpg")
     response = await _process(client, user, media["id"], body)
     assert (response.status, response.json) == (400, {"error": error})
 
 
 async def test_integral_floats_are_integers_in_json_bodies(
-    client: Client, user: Caller, samples: dict[str, bytes]
+    client: Client, user: Caller, upload_media: Uploader
 ) -> None:
     """800.0 is the integer 800 to JSON Schema and to JavaScript: accepted and stored as an
     int; 0.5 and true are not integers."""
-    media = await settled(client, user.token, (await _upload(client, user, samples["jpg"]))["id"])
+    media = await settled(client, user.token, (await upload_media(user, "photo.jpg"))["id"])
     path = f"{API}/{media['id']}/"
     patched = await client.request(
         "PATCH", path, token=user.token, json_body={"display_order": 3.0}
@@ -146,13 +140,13 @@ async def test_integral_float_file_size_in_a_presigned_upload(
 
 
 async def test_integral_numbers_in_forms_and_queries(
-    client: Client, user: Caller, samples: dict[str, bytes]
+    client: Client, user: Caller, upload_media: Uploader
 ) -> None:
     """A client that formats every number as a float (`2.0`) is understood in form fields
     and query parameters too."""
-    media = await _upload(client, user, samples["jpg"], display_order="2.0")
+    media = await upload_media(user, "photo.jpg", display_order="2.0")
     assert media["display_order"] == 2
-    await _upload(client, user, samples["jpg"])
+    await upload_media(user, "photo.jpg")
     listing = await client.request(
         "GET", f"{API}/?entity_id={user.sub}&limit=1.0&offset=1.0", token=user.token
     )

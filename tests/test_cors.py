@@ -15,6 +15,7 @@ from mediasvc.app import Service, start_service
 from mediasvc.cors import ALLOW_HEADERS
 from mediasvc.settings import SettingsError, load_settings
 from tests.support.client import API, Client, Response
+from tests.support.media import Uploader
 from tests.support.service import service_settings
 from tests.support.tokens import Caller, make_token
 
@@ -200,12 +201,10 @@ async def test_early_413_carries_allow_origin(cors_service: Service) -> None:
 
 
 async def test_a_file_answer_carries_allow_origin(
-    cors_client: Client, samples: dict[str, bytes]
+    cors_client: Client, upload_media: Uploader
 ) -> None:
     caller = Caller(sub := str(uuid.uuid4()), make_token(sub))
-    created = await cors_client.upload(caller.token, "a.jpg", samples["jpg"], caller.entity)
-    assert created.status == 201
-    url = created.json["url"]
+    url = (await upload_media(caller, "a.jpg", client=cors_client))["url"]
     response = await cors_client.request("GET", url, headers={"Origin": PAGE, "Range": "bytes=0-9"})
     assert response.status == 206 and len(response.body) == 10
     assert response.headers["Access-Control-Allow-Origin"] == PAGE

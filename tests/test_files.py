@@ -8,14 +8,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.support.client import Client
+from tests.support.media import Uploader
 from tests.support.tokens import Caller
-
-
-async def _uploaded(client: Client, caller: Caller, name: str, content: bytes) -> dict[str, Any]:
-    response = await client.upload(caller.token, name, content, caller.entity)
-    assert response.status == 201, response.body
-    media: dict[str, Any] = response.json
-    return media
 
 
 @pytest.mark.parametrize(
@@ -37,9 +31,10 @@ async def test_file_headers(
     ext: str,
     content_type: str,
     attachment: bool,
+    upload_media: Uploader,
 ) -> None:
     content = samples[ext]
-    media = await _uploaded(client, user, f"x.{ext}", content)
+    media = await upload_media(user, f"x.{ext}", content)
     response = await client.request("GET", media["url"])
     assert response.status == 200
     assert response.body == content
@@ -51,9 +46,11 @@ async def test_file_headers(
     assert disposition.startswith("attachment") == attachment
 
 
-async def test_range_and_etag(client: Client, user: Caller, samples: dict[str, bytes]) -> None:
+async def test_range_and_etag(
+    client: Client, user: Caller, samples: dict[str, bytes], upload_media: Uploader
+) -> None:
     content = samples["mp4"]
-    media = await _uploaded(client, user, "clip.mp4", content)
+    media = await upload_media(user, "clip.mp4", content)
     partial = await client.request("GET", media["url"], headers={"Range": "bytes=10-99"})
     assert partial.status == 206
     assert partial.body == content[10:100]
@@ -71,10 +68,8 @@ async def test_range_and_etag(client: Client, user: Caller, samples: dict[str, b
     assert head.status == 200 and int(head.headers["Content-Length"]) == len(content)
 
 
-async def test_signature_is_required(
-    client: Client, user: Caller, samples: dict[str, bytes]
-) -> None:
-    media = await _uploaded(client, user, "a.jpg", samples["jpg"])
+async def test_signature_is_required(client: Client, user: Caller, upload_media: Uploader) -> None:
+    media = await upload_media(user, "a.jpg")
     parts = urlsplit(media["url"])
     base = f"{parts.scheme}://{parts.netloc}{parts.path}"
     query = dict(p.split("=", 1) for p in parts.query.split("&"))
@@ -112,9 +107,9 @@ async def test_non_ascii_signature_is_403(client: Client) -> None:
 
 
 async def test_unsatisfiable_range_is_json(
-    client: Client, user: Caller, samples: dict[str, bytes]
+    client: Client, user: Caller, upload_media: Uploader
 ) -> None:
-    media = await _uploaded(client, user, "a.pdf", samples["pdf"])
+    media = await upload_media(user, "a.pdf")
     response = await client.request("GET", media["url"], headers={"Range": "bytes=100000-"})
     assert response.status == 416
     assert response.json == {"error": "Requested range not satisfiable"}

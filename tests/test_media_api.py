@@ -11,6 +11,7 @@ import pytest
 
 from mediasvc.settings import Settings
 from tests.support.client import API, Client
+from tests.support.media import Uploader
 from tests.support.service import stored_files
 from tests.support.tokens import Caller, make_token
 
@@ -39,24 +40,10 @@ SPEC_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-async def upload(
-    client: Client, caller: Caller, samples: dict[str, bytes], ext: str = "jpg", **fields: str
-) -> dict[str, Any]:
-    response = await client.upload(
-        caller.token,
-        f"{fields.pop('name', 'file')}.{ext}",
-        samples[ext],
-        {**caller.entity, **fields},
-    )
-    assert response.status == 201, response.body
-    media: dict[str, Any] = response.json
-    return media
-
-
 async def test_list_fields_are_typed_as_the_spec(
-    client: Client, user: Caller, samples: dict[str, bytes]
+    client: Client, user: Caller, upload_media: Uploader
 ) -> None:
-    await upload(client, user, samples, title="Profile Photo")
+    await upload_media(user, title="Profile Photo")
     listing = await client.request("GET", f"{API}/", token=user.token)
     assert listing.status == 200
     assert set(listing.json) == {"count", "next", "previous", "results"}
@@ -66,12 +53,12 @@ async def test_list_fields_are_typed_as_the_spec(
 
 
 async def test_filters_search_and_order(
-    client: Client, user: Caller, samples: dict[str, bytes]
+    client: Client, user: Caller, upload_media: Uploader
 ) -> None:
-    first = await upload(client, user, samples, title="Sunset over Lake", display_order="1")
-    second = await upload(client, user, samples, "pdf", title="Menu", description="Prices a.b")
-    third = await upload(client, user, samples, "txt", name="axb notes")
-    newest = await upload(client, user, samples, "png", title="Second sunset", display_order="1")
+    first = await upload_media(user, title="Sunset over Lake", display_order="1")
+    second = await upload_media(user, "file.pdf", title="Menu", description="Prices a.b")
+    third = await upload_media(user, "axb notes.txt")
+    newest = await upload_media(user, "file.png", title="Second sunset", display_order="1")
 
     async def ids(query: str) -> list[str]:
         response = await client.request(
@@ -101,10 +88,10 @@ async def test_filters_search_and_order(
 
 
 async def test_pagination_links_keep_filters(
-    client: Client, user: Caller, samples: dict[str, bytes]
+    client: Client, user: Caller, upload_media: Uploader
 ) -> None:
     for _ in range(5):
-        await upload(client, user, samples)
+        await upload_media(user)
     response = await client.request(
         "GET", f"{API}/?entity_id={user.sub}&media_type=image&limit=2&offset=2", token=user.token
     )
@@ -153,11 +140,9 @@ async def test_bad_query_parameters_are_400(client: Client, user: Caller, query:
     assert set(response.json) == {"error"}
 
 
-async def test_large_limit_is_clamped(
-    client: Client, user: Caller, samples: dict[str, bytes]
-) -> None:
-    await upload(client, user, samples)
-    await upload(client, user, samples)
+async def test_large_limit_is_clamped(client: Client, user: Caller, upload_media: Uploader) -> None:
+    await upload_media(user)
+    await upload_media(user)
     response = await client.request(
         "GET", f"{API}/?entity_id={user.sub}&limit=1000&offset=1", token=user.token
     )
@@ -168,9 +153,14 @@ async def test_large_limit_is_clamped(
 
 
 async def test_visibility(
-    client: Client, user: Caller, other_user: Caller, admin: Caller, samples: dict[str, bytes]
+    client: Client,
+    user: Caller,
+    other_user: Caller,
+    admin: Caller,
+    samples: dict[str, bytes],
+    upload_media: Uploader,
 ) -> None:
-    media = await upload(client, user, samples)
+    media = await upload_media(user)
     path = f"{API}/{media['id']}/"
     assert (await client.request("GET", path, token=other_user.token)).status == 404
     assert (await client.request("GET", path, token=admin.token)).status == 200
@@ -189,8 +179,8 @@ async def test_visibility(
     ).status == 200
 
 
-async def test_get_counts_views(client: Client, user: Caller, samples: dict[str, bytes]) -> None:
-    media = await upload(client, user, samples)
+async def test_get_counts_views(client: Client, user: Caller, upload_media: Uploader) -> None:
+    media = await upload_media(user)
     for expected in (1, 2):
         response = await client.request("GET", f"{API}/{media['id']}/", token=user.token)
         assert response.json["view_count"] == expected
@@ -205,9 +195,9 @@ async def test_unknown_media_is_404(client: Client, user: Caller, media_id: str)
 
 
 async def test_download_redirects_and_counts(
-    client: Client, user: Caller, samples: dict[str, bytes]
+    client: Client, user: Caller, samples: dict[str, bytes], upload_media: Uploader
 ) -> None:
-    media = await upload(client, user, samples, "pdf")
+    media = await upload_media(user, "file.pdf")
     response = await client.request("GET", f"{API}/{media['id']}/download/", token=user.token)
     assert response.status == 302
     location = response.headers["Location"]
@@ -218,10 +208,8 @@ async def test_download_redirects_and_counts(
     assert again.json["download_count"] == 1
 
 
-async def test_patch_editable_fields(
-    client: Client, user: Caller, samples: dict[str, bytes]
-) -> None:
-    media = await upload(client, user, samples)
+async def test_patch_editable_fields(client: Client, user: Caller, upload_media: Uploader) -> None:
+    media = await upload_media(user)
     changes = {"title": "New", "description": "D", "alt_text": "A", "display_order": 7}
     response = await client.request(
         "PATCH", f"{API}/{media['id']}/", token=user.token, json_body=changes
@@ -252,9 +240,9 @@ async def test_patch_editable_fields(
     ],
 )
 async def test_patch_refuses_bad_fields(
-    client: Client, user: Caller, samples: dict[str, bytes], body: dict[str, Any], message: str
+    client: Client, user: Caller, body: dict[str, Any], message: str, upload_media: Uploader
 ) -> None:
-    media = await upload(client, user, samples, title="Keep")
+    media = await upload_media(user, title="Keep")
     response = await client.request(
         "PATCH", f"{API}/{media['id']}/", token=user.token, json_body=body
     )
@@ -277,9 +265,9 @@ async def test_patch_refuses_bad_fields(
     ],
 )
 async def test_patch_refuses_non_objects(
-    client: Client, user: Caller, samples: dict[str, bytes], body: bytes
+    client: Client, user: Caller, body: bytes, upload_media: Uploader
 ) -> None:
-    media = await upload(client, user, samples)
+    media = await upload_media(user)
     response = await client.request(
         "PATCH",
         f"{API}/{media['id']}/",
@@ -292,9 +280,9 @@ async def test_patch_refuses_non_objects(
 
 
 async def test_patch_other_users_media_is_404(
-    client: Client, user: Caller, other_user: Caller, samples: dict[str, bytes]
+    client: Client, user: Caller, other_user: Caller, upload_media: Uploader
 ) -> None:
-    media = await upload(client, user, samples)
+    media = await upload_media(user)
     response = await client.request(
         "PATCH", f"{API}/{media['id']}/", token=other_user.token, json_body={"title": "x"}
     )
@@ -302,9 +290,9 @@ async def test_patch_other_users_media_is_404(
 
 
 async def test_delete_removes_record_and_file(
-    client: Client, user: Caller, samples: dict[str, bytes], settings: Settings
+    client: Client, user: Caller, settings: Settings, upload_media: Uploader
 ) -> None:
-    media = await upload(client, user, samples)
+    media = await upload_media(user)
     stored = settings.storage_path / f"media/user/{user.sub}/{media['id']}.jpg"
     assert stored.exists()
     response = await client.request("DELETE", f"{API}/{media['id']}/", token=user.token)
@@ -315,11 +303,11 @@ async def test_delete_removes_record_and_file(
 
 
 async def test_bulk_delete(
-    client: Client, user: Caller, other_user: Caller, samples: dict[str, bytes], settings: Settings
+    client: Client, user: Caller, other_user: Caller, settings: Settings, upload_media: Uploader
 ) -> None:
     # Documents: no processing runs, so no derived file can appear while we look.
-    mine = [await upload(client, user, samples, "txt") for _ in range(2)]
-    theirs = await upload(client, other_user, samples, "txt")
+    mine = [await upload_media(user, "file.txt") for _ in range(2)]
+    theirs = await upload_media(other_user, "file.txt")
     missing = str(uuid.uuid4())
     before = stored_files(settings)
     body = {"media_ids": [mine[0]["id"], mine[1]["id"], theirs["id"], missing, "junk"]}
@@ -355,10 +343,10 @@ async def test_bulk_delete_refuses_bad_bodies(
 
 
 async def test_bulk_update(
-    client: Client, user: Caller, other_user: Caller, samples: dict[str, bytes]
+    client: Client, user: Caller, other_user: Caller, upload_media: Uploader
 ) -> None:
-    mine = [await upload(client, user, samples) for _ in range(2)]
-    theirs = await upload(client, other_user, samples)
+    mine = [await upload_media(user) for _ in range(2)]
+    theirs = await upload_media(other_user)
     body = {"media_ids": [m["id"] for m in mine] + [theirs["id"]], "updates": {"alt_text": "All"}}
     response = await client.request("POST", f"{API}/bulk_update/", token=user.token, json_body=body)
     assert response.status == 200
@@ -379,9 +367,9 @@ async def test_bulk_update(
     [{}, {"status": "ready"}, {"title": 1}, {"is_primary": True}, {"nope": 1}, "x"],
 )
 async def test_bulk_update_refuses_bad_updates(
-    client: Client, user: Caller, samples: dict[str, bytes], updates: Any
+    client: Client, user: Caller, updates: Any, upload_media: Uploader
 ) -> None:
-    media = await upload(client, user, samples, title="Keep")
+    media = await upload_media(user, title="Keep")
     body = {"media_ids": [media["id"]], "updates": updates}
     response = await client.request("POST", f"{API}/bulk_update/", token=user.token, json_body=body)
     assert response.status == 400
@@ -398,10 +386,10 @@ async def _primaries(client: Client, caller: Caller) -> list[str]:
 
 
 async def test_set_primary_moves_the_mark(
-    client: Client, user: Caller, samples: dict[str, bytes]
+    client: Client, user: Caller, upload_media: Uploader
 ) -> None:
-    first = await upload(client, user, samples, is_primary="true")
-    second = await upload(client, user, samples)
+    first = await upload_media(user, is_primary="true")
+    second = await upload_media(user)
     assert await _primaries(client, user) == [first["id"]]
     response = await client.request("POST", f"{API}/{second['id']}/set_primary/", token=user.token)
     assert response.status == 200 and response.json["is_primary"] is True
@@ -418,9 +406,9 @@ async def test_set_primary_moves_the_mark(
 
 
 async def test_set_primary_race_leaves_exactly_one(
-    client: Client, user: Caller, samples: dict[str, bytes]
+    client: Client, user: Caller, upload_media: Uploader
 ) -> None:
-    media = [await upload(client, user, samples) for _ in range(8)]
+    media = [await upload_media(user) for _ in range(8)]
     for _ in range(3):
         responses = await asyncio.gather(
             *(
@@ -433,9 +421,9 @@ async def test_set_primary_race_leaves_exactly_one(
 
 
 async def test_set_primary_on_others_media_is_404(
-    client: Client, user: Caller, other_user: Caller, samples: dict[str, bytes]
+    client: Client, user: Caller, other_user: Caller, upload_media: Uploader
 ) -> None:
-    media = await upload(client, user, samples)
+    media = await upload_media(user)
     response = await client.request(
         "POST", f"{API}/{media['id']}/set_primary/", token=other_user.token
     )
@@ -443,9 +431,9 @@ async def test_set_primary_on_others_media_is_404(
 
 
 async def test_lone_surrogates_are_400(
-    client: Client, user: Caller, samples: dict[str, bytes]
+    client: Client, user: Caller, upload_media: Uploader
 ) -> None:
-    media = await upload(client, user, samples)
+    media = await upload_media(user)
     body = b'{"title": "\\ud800"}'
     response = await client.request(
         "PATCH", f"{API}/{media['id']}/", token=user.token, body=body,

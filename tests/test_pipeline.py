@@ -20,7 +20,7 @@ import pytest
 from mediasvc.app import Service, start_service
 from mediasvc.settings import Settings
 from tests.support.client import API, Client
-from tests.support.media import settled
+from tests.support.media import Uploader, settled
 from tests.support.service import service_settings
 from tests.support.tokens import Caller, make_token
 
@@ -63,22 +63,15 @@ def media_samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {path.name: path for path in folder.iterdir()}
 
 
-async def upload(client: Client, caller: Caller, name: str, content: bytes) -> dict[str, Any]:
-    response = await client.upload(caller.token, name, content, caller.entity)
-    assert response.status == 201, response.body
-    media: dict[str, Any] = response.json
-    return media
-
-
 def variants(media: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {v["name"]: v for v in media["variants"]}
 
 
 @pytest.mark.parametrize("ext", ["jpg", "png", "gif", "webp", "svg"])
 async def test_images_get_thumbnail_and_optimized(
-    client: Client, user: Caller, samples: dict[str, bytes], ext: str
+    client: Client, user: Caller, ext: str, upload_media: Uploader
 ) -> None:
-    created = await upload(client, user, f"picture.{ext}", samples[ext])
+    created = await upload_media(user, f"picture.{ext}")
     assert created["status"] == "processing"
     assert created["job"]["state"] == "queued"
     media = await settled(client, user.token, created["id"])
@@ -106,12 +99,15 @@ async def test_images_get_thumbnail_and_optimized(
     ],
 )
 async def test_modern_and_special_images(
-    client: Client, user: Caller, media_samples: dict[str, Path], name: str, upload_as: str
+    client: Client,
+    user: Caller,
+    media_samples: dict[str, Path],
+    name: str,
+    upload_as: str,
+    upload_media: Uploader,
 ) -> None:
     content = media_samples[name].read_bytes()
-    media = await settled(
-        client, user.token, (await upload(client, user, upload_as, content))["id"]
-    )
+    media = await settled(client, user.token, (await upload_media(user, upload_as, content))["id"])
     assert media["status"] == "ready", media["error"]
     made = variants(media)
     assert "thumbnail" in made and "optimized" in made
@@ -123,10 +119,10 @@ async def test_modern_and_special_images(
 
 
 async def test_exif_orientation_is_applied(
-    client: Client, user: Caller, media_samples: dict[str, Path]
+    client: Client, user: Caller, media_samples: dict[str, Path], upload_media: Uploader
 ) -> None:
     content = media_samples["rotated.jpg"].read_bytes()
-    media = await settled(client, user.token, (await upload(client, user, "r.jpg", content))["id"])
+    media = await settled(client, user.token, (await upload_media(user, "r.jpg", content))["id"])
     assert media["status"] == "ready", media["error"]
     assert (media["width"], media["height"]) == (32, 64)  # stored 64x32, orientation 6
     made = variants(media)
@@ -134,12 +130,8 @@ async def test_exif_orientation_is_applied(
     assert (made["thumbnail"]["width"], made["thumbnail"]["height"]) == (32, 64)
 
 
-async def test_resize_never_upscales(
-    client: Client, user: Caller, samples: dict[str, bytes]
-) -> None:
-    media = await settled(
-        client, user.token, (await upload(client, user, "p.png", samples["png"]))["id"]
-    )
+async def test_resize_never_upscales(client: Client, user: Caller, upload_media: Uploader) -> None:
+    media = await settled(client, user.token, (await upload_media(user, "p.png"))["id"])
     body = {"operations": ["resize"], "options": {"resize": {"width": 32, "height": 32}}}
     response = await client.request(
         "POST", f"{API}/{media['id']}/process/", token=user.token, json_body=body
@@ -158,12 +150,10 @@ async def test_resize_never_upscales(
 
 
 async def test_video_gets_poster_and_h264(
-    client: Client, user: Caller, media_samples: dict[str, Path]
+    client: Client, user: Caller, media_samples: dict[str, Path], upload_media: Uploader
 ) -> None:
     content = media_samples["long.mp4"].read_bytes()
-    media = await settled(
-        client, user.token, (await upload(client, user, "clip.mp4", content))["id"]
-    )
+    media = await settled(client, user.token, (await upload_media(user, "clip.mp4", content))["id"])
     assert media["status"] == "ready", media["error"]
     assert (media["width"], media["height"]) == (640, 480)
     assert media["duration"] == pytest.approx(4.0, abs=0.2)
@@ -182,11 +172,9 @@ async def test_video_gets_poster_and_h264(
 
 @pytest.mark.parametrize("ext", ["mp3", "wav", "ogg", "flac", "m4a", "aac"])
 async def test_audio_gets_a_waveform(
-    client: Client, user: Caller, samples: dict[str, bytes], ext: str
+    client: Client, user: Caller, ext: str, upload_media: Uploader
 ) -> None:
-    media = await settled(
-        client, user.token, (await upload(client, user, f"a.{ext}", samples[ext]))["id"]
-    )
+    media = await settled(client, user.token, (await upload_media(user, f"a.{ext}"))["id"])
     assert media["status"] == "ready", media["error"]
     assert media["duration"] == pytest.approx(1.0, abs=0.1)
     assert media["bitrate"] > 0
@@ -196,14 +184,12 @@ async def test_audio_gets_a_waveform(
 
 
 async def test_pdf_preview_and_plain_documents(
-    client: Client, user: Caller, samples: dict[str, bytes]
+    client: Client, user: Caller, upload_media: Uploader
 ) -> None:
-    pdf = await settled(
-        client, user.token, (await upload(client, user, "m.pdf", samples["pdf"]))["id"]
-    )
+    pdf = await settled(client, user.token, (await upload_media(user, "m.pdf"))["id"])
     assert pdf["status"] == "ready", pdf["error"]
     assert variants(pdf)["thumbnail"]["content_type"] == "image/jpeg"
-    text = await upload(client, user, "notes.txt", samples["txt"])
+    text = await upload_media(user, "notes.txt")
     assert text["status"] == "ready" and text["variants"] == [] and text["job"] is None
 
 
@@ -215,10 +201,15 @@ async def test_pdf_preview_and_plain_documents(
     ],
 )
 async def test_hostile_images_fail_with_a_reason(
-    client: Client, user: Caller, media_samples: dict[str, Path], name: str, reason: str
+    client: Client,
+    user: Caller,
+    media_samples: dict[str, Path],
+    name: str,
+    reason: str,
+    upload_media: Uploader,
 ) -> None:
     content = media_samples[name].read_bytes()
-    media = await settled(client, user.token, (await upload(client, user, name, content))["id"])
+    media = await settled(client, user.token, (await upload_media(user, name, content))["id"])
     assert media["status"] == "failed"
     assert reason in media["error"]
     assert media["variants"] == []
@@ -226,14 +217,12 @@ async def test_hostile_images_fail_with_a_reason(
 
 
 async def test_playlist_posing_as_video_fails(
-    client: Client, user: Caller, samples: dict[str, bytes], settings: Settings, tmp_path: Path
+    client: Client, user: Caller, settings: Settings, tmp_path: Path, upload_media: Uploader
 ) -> None:
     """A playlist that would read a local file must be refused, and read nothing."""
     secret = tmp_path / "secret.txt"
     secret.write_text("do not read")
-    media = await settled(
-        client, user.token, (await upload(client, user, "v.mp4", samples["mp4"]))["id"]
-    )
+    media = await settled(client, user.token, (await upload_media(user, "v.mp4"))["id"])
     stored = settings.storage_path / f"media/user/{user.sub}/{media['id']}.mp4"
     stored.write_text(f"#EXTM3U\n#EXTINF:1,\nfile://{secret}\n#EXT-X-ENDLIST\n")
     before = secret.stat().st_atime_ns
@@ -254,8 +243,9 @@ async def test_failed_media_can_be_retried(
     media_samples: dict[str, Path],
     samples: dict[str, bytes],
     settings: Settings,
+    upload_media: Uploader,
 ) -> None:
-    media = await upload(client, user, "c.jpg", media_samples["corrupt.jpg"].read_bytes())
+    media = await upload_media(user, "c.jpg", media_samples["corrupt.jpg"].read_bytes())
     assert (await settled(client, user.token, media["id"]))["status"] == "failed"
     stored = settings.storage_path / f"media/user/{user.sub}/{media['id']}.jpg"
     stored.write_bytes(samples["jpg"])  # the original was repaired out of band
@@ -283,11 +273,9 @@ async def test_failed_media_can_be_retried(
     ],
 )
 async def test_process_refuses_bad_requests(
-    client: Client, user: Caller, samples: dict[str, bytes], body: dict[str, Any], status: int
+    client: Client, user: Caller, body: dict[str, Any], status: int, upload_media: Uploader
 ) -> None:
-    media = await settled(
-        client, user.token, (await upload(client, user, "p.jpg", samples["jpg"]))["id"]
-    )
+    media = await settled(client, user.token, (await upload_media(user, "p.jpg"))["id"])
     response = await client.request(
         "POST", f"{API}/{media['id']}/process/", token=user.token, json_body=body
     )
@@ -298,15 +286,15 @@ async def test_process_refuses_bad_requests(
 
 
 async def test_process_rules_by_type_and_state(
-    client: Client, user: Caller, other_user: Caller, samples: dict[str, bytes]
+    client: Client, user: Caller, other_user: Caller, upload_media: Uploader
 ) -> None:
-    text = await upload(client, user, "t.txt", samples["txt"])
+    text = await upload_media(user, "t.txt")
     body = {"operations": ["thumbnail"]}
     response = await client.request(
         "POST", f"{API}/{text['id']}/process/", token=user.token, json_body=body
     )
     assert response.status == 400
-    audio = await upload(client, user, "a.mp3", samples["mp3"])
+    audio = await upload_media(user, "a.mp3")
     optimize = {"operations": ["optimize"]}
     response = await client.request(
         "POST", f"{API}/{audio['id']}/process/", token=user.token, json_body=optimize
@@ -319,11 +307,9 @@ async def test_process_rules_by_type_and_state(
 
 
 async def test_deleting_media_deletes_variants(
-    client: Client, user: Caller, samples: dict[str, bytes], settings: Settings
+    client: Client, user: Caller, settings: Settings, upload_media: Uploader
 ) -> None:
-    media = await settled(
-        client, user.token, (await upload(client, user, "d.jpg", samples["jpg"]))["id"]
-    )
+    media = await settled(client, user.token, (await upload_media(user, "d.jpg"))["id"])
     folder = settings.storage_path / f"media/user/{user.sub}"
     assert len([p for p in folder.iterdir() if p.name.startswith(media["id"])]) == 4
     assert (await client.request("DELETE", f"{API}/{media['id']}/", token=user.token)).status == 204
@@ -379,13 +365,15 @@ def _busy_worker(data_dir: str) -> psutil.Process | None:
 
 
 async def test_killed_worker_breaks_only_its_job(
-    crash_service: tuple[Service, Client], media_samples: dict[str, Path]
+    crash_service: tuple[Service, Client], media_samples: dict[str, Path], upload_media: Uploader
 ) -> None:
     service, client = crash_service
     sub = str(uuid.uuid4())
     caller = Caller(sub, make_token(sub))
     content = media_samples["long.mp4"].read_bytes()
-    ids = [(await upload(client, caller, f"v{i}.mp4", content))["id"] for i in range(4)]
+    ids = [
+        (await upload_media(caller, f"v{i}.mp4", content, client=client))["id"] for i in range(4)
+    ]
     victim = None
     for _ in range(1000):  # find a worker busy transcoding, and kill it mid-job
         victim = _busy_worker(service.context.settings.data_dir)
@@ -400,18 +388,18 @@ async def test_killed_worker_breaks_only_its_job(
 
 
 async def test_hung_job_is_killed_at_its_timeout(
-    strict_service: tuple[Service, Client], samples: dict[str, bytes]
+    strict_service: tuple[Service, Client], upload_media: Uploader
 ) -> None:
     service, client = strict_service
     sub = str(uuid.uuid4())
     caller = Caller(sub, make_token(sub))
     media = await settled(
-        client, caller.token, (await upload(client, caller, "h.jpg", samples["jpg"]))["id"]
+        client, caller.token, (await upload_media(caller, "h.jpg", client=client))["id"]
     )
     stored = service.context.settings.storage_path / f"media/user/{sub}/{media['id']}.jpg"
     stored.unlink()
     os.mkfifo(stored)  # opening it blocks forever: a real hang inside the worker
-    healthy = await upload(client, caller, "ok.png", samples["png"])
+    healthy = await upload_media(caller, "ok.png", client=client)
     started = time.monotonic()
     body = {"operations": ["thumbnail"]}
     response = await client.request(
@@ -427,24 +415,24 @@ async def test_hung_job_is_killed_at_its_timeout(
 
 
 async def test_animation_frame_limit(
-    strict_service: tuple[Service, Client], media_samples: dict[str, Path]
+    strict_service: tuple[Service, Client], media_samples: dict[str, Path], upload_media: Uploader
 ) -> None:
     _, client = strict_service
     sub = str(uuid.uuid4())
     caller = Caller(sub, make_token(sub))
     content = media_samples["animated.gif"].read_bytes()
     media = await settled(
-        client, caller.token, (await upload(client, caller, "a.gif", content))["id"]
+        client, caller.token, (await upload_media(caller, "a.gif", content, client=client))["id"]
     )
     assert media["status"] == "failed"
     assert media["error"] == "Animation has 10 frames, over the limit of 5"
 
 
 async def test_event_loop_stays_responsive_while_workers_are_busy(
-    client: Client, user: Caller, media_samples: dict[str, Path]
+    client: Client, user: Caller, media_samples: dict[str, Path], upload_media: Uploader
 ) -> None:
     content = media_samples["long.mp4"].read_bytes()
-    ids = [(await upload(client, user, f"busy{i}.mp4", content))["id"] for i in range(4)]
+    ids = [(await upload_media(user, f"busy{i}.mp4", content))["id"] for i in range(4)]
     slowest = 0.0
     for _ in range(20):
         started = time.monotonic()

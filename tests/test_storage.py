@@ -13,6 +13,7 @@ from botocore.config import Config
 
 from mediasvc.settings import Settings
 from tests.support.client import Client
+from tests.support.media import Uploader
 from tests.support.s3 import S3_ACCESS_KEY, S3_SECRET_KEY
 from tests.support.service import Backend
 from tests.support.tokens import Caller, make_token
@@ -56,14 +57,12 @@ async def test_large_files_go_up_in_parts(backend: Backend, tmp_path: Path) -> N
 
 
 async def test_uploads_and_reads_work_end_to_end(
-    backend: Backend, samples: dict[str, bytes]
+    backend: Backend, samples: dict[str, bytes], upload_media: Uploader
 ) -> None:
     sub = str(uuid.uuid4())
     caller = Caller(sub, make_token(sub))
     client: Client = backend.client
-    response = await client.upload(caller.token, "photo.png", samples["png"], caller.entity)
-    assert response.status == 201, response.body
-    media = response.json
+    media = await upload_media(caller, "photo.png", client=client)
     fetched = await client.request("GET", media["url"])
     assert fetched.body == samples["png"]
     for _ in range(300):

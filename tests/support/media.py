@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tests.support.client import API, Client
@@ -30,3 +32,33 @@ async def upload_settled(
     response = await client.upload(caller.token, name, content, caller.entity)
     assert response.status == 201, response.body
     return await settled(client, caller.token, response.json["id"], timeout)
+
+
+@dataclass(frozen=True)
+class Uploader:
+    """What the `upload_media` fixture gives: one call uploads a file to the caller's own
+    entity, asserts 201 and returns the media, so no test file keeps a copy of its own."""
+
+    client: Client
+    samples: Mapping[str, bytes]
+
+    async def __call__(
+        self,
+        caller: Caller,
+        filename: str = "file.jpg",
+        content: bytes | None = None,
+        *,
+        client: Client | None = None,
+        **fields: str,
+    ) -> dict[str, Any]:
+        """`content` is the sample of the filename's extension unless given; `client` is the
+        shared one unless given (a service of the test's own); `fields` go on the form."""
+        if content is None:
+            content = self.samples[filename.rsplit(".", 1)[-1]]
+        through = client or self.client
+        response = await through.upload(
+            caller.token, filename, content, {**caller.entity, **fields}
+        )
+        assert response.status == 201, response.body
+        media: dict[str, Any] = response.json
+        return media
