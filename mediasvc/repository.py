@@ -303,43 +303,71 @@ class MongoMediaRepository(MediaRepository):
         return MediaRecord.from_doc(doc) if doc else None
 
     async def list_media(self, query: MediaQuery) -> MediaPage:
-        """Each branch of the query's plan fetched and counted at once, merged by sort key."""
+        """Each branch of the query's plan fetched and merged by sort key, and counted.
+
+        A count is cheap from an index and runs beside the fetch. A search's count reads
+        every record of its branches, so it runs after: a branch whose fetch came back short
+        of its limit has been read whole and counts itself (a miss, or a rare hit, costs one
+        pass instead of two)."""
         branches = plan(query)
         with database_errors():
-            fetched, count = await asyncio.gather(
-                self._fetch(query, branches.fetch), self._count(query, branches.count)
-            )
+            if query.search:
+                fetched, sizes = await self._fetch(query, branches.fetch)
+                count = await self._count(query, branches.count, sizes)
+            else:
+                (fetched, _), count = await asyncio.gather(
+                    self._fetch(query, branches.fetch), self._count(query, branches.count)
+                )
         has_more = len(fetched) > query.limit
         items = fetched[: query.limit]
         if query.cursor is not None and query.cursor.before:
             items.reverse()
         return MediaPage(items, count, has_more)
 
-    async def _fetch(self, query: MediaQuery, branches: list[Doc]) -> list[MediaRecord]:
+    async def _fetch(
+        self, query: MediaQuery, branches: list[Doc]
+    ) -> tuple[list[MediaRecord], list[int | None]]:
+        """The merged page, and each branch's size when its fetch read it whole."""
         key_range, offset, wanted = window(query)
         descending = query.cursor is not None and query.cursor.before
         direction = DESCENDING if descending else ASCENDING
+        whole = query.cursor is None  # what a fetch reads of a branch is all of it
         if len(branches) == 1:  # the database skips
             cursor = self._media.find(with_range(branches[0], key_range))
             docs = await cursor.sort(SORT_FIELD, direction).skip(offset).limit(wanted).to_list()
-            return [MediaRecord.from_doc(doc) for doc in docs]
+            short = whole and len(docs) < wanted and (docs or not offset)
+            return [MediaRecord.from_doc(doc) for doc in docs], [
+                offset + len(docs) if short else None
+            ]
+        limit = offset + wanted
         pages = await asyncio.gather(
             *(
                 self._media.find(with_range(branch, key_range))
                 .sort(SORT_FIELD, direction)
-                .limit(offset + wanted)
+                .limit(limit)
                 .to_list()
                 for branch in branches
             )
         )
         records = [[MediaRecord.from_doc(doc) for doc in page] for page in pages]
-        return merge(records, descending)[offset : offset + wanted]
+        sizes = [len(page) if whole and len(page) < limit else None for page in pages]
+        return merge(records, descending)[offset : offset + wanted], sizes
 
-    async def _count(self, query: MediaQuery, branches: list[Doc]) -> int:
+    async def _count(
+        self, query: MediaQuery, branches: list[Doc], known: list[int | None] | None = None
+    ) -> int:
+        """The sum of the branches' counts; `known` ones (aligned with `branches`) are
+        not asked of the database."""
         if query.unfiltered:
             return await self._media_total()
-        counts = await asyncio.gather(*(self._count_command(branch) for branch in branches))
-        return sum(counts)
+        sizes = known if known is not None and len(known) == len(branches) else None
+        asked = [
+            self._count_command(branch)
+            for n, branch in enumerate(branches)
+            if sizes is None or sizes[n] is None
+        ]
+        counted = sum(await asyncio.gather(*asked))
+        return counted + sum(size for size in sizes or () if size is not None)
 
     async def _count_command(self, where: Doc) -> int:
         """The `count` command: index-served on every wire server (pymongo's
