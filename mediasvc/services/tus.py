@@ -253,17 +253,19 @@ class TusUploads:
             raise BadRequest(f"Partial upload {upload.id} is not finished")
         return upload
 
-    async def _join(self, upload: TusUpload, partials: list[TusUpload]) -> str:
+    async def _join(self, upload: TusUpload, partials: list[TusUpload]) -> Any:
+        """The partial files, in order, as the final upload's file; its sha256 hasher."""
         folder = self.settings.tus_path
         sources = [whole_file(folder, p.id) for p in partials]
         hasher = hashlib.sha256()
         target = whole_file(folder, upload.id)
 
-        def join() -> str:
+        def join() -> None:
             join_files(sources, target)
-            return sha256_of(target, hasher)
+            sha256_of(target, hasher)
 
-        return await self.run_io(join)
+        await self.run_io(join)
+        return hasher
 
     # ---- reading, appending, completing
 

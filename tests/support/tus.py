@@ -82,5 +82,7 @@ async def upload_whole(
         assert answer.status == 204, answer.body
         offset = int(answer.headers["Upload-Offset"])
     media_id = path.rstrip("/").rsplit("/", 1)[-1]
-    media: dict[str, Any] = (await client.request("GET", f"{API}/{media_id}/", token=caller.token)).json
+    media: dict[str, Any] = (
+        await client.request("GET", f"{API}/{media_id}/", token=caller.token)
+    ).json
     return media
