@@ -487,9 +487,10 @@ async def test_partial_uploads_join_into_one_media(backend: Backend, user: Calle
     first = await head(client, user.token, paths[0])
     assert first.headers["Upload-Concat"] == "partial"
     urls = " ".join([backend.client.base + paths[0], paths[1], paths[2]])  # absolute and relative
+    fields = metadata(filename="all.txt", **user.entity)
     final = await client.request(
         "POST", TUS, token=user.token,
-        headers=tus_headers(Upload_Concat=f"final;{urls}", Upload_Metadata=metadata(filename="all.txt", **user.entity)),
+        headers=tus_headers(Upload_Concat=f"final;{urls}", Upload_Metadata=fields),
     )  # fmt: skip
     assert final.status == 201, final.body
     final_path = path_of(final.headers["Location"])
@@ -564,7 +565,7 @@ async def test_an_interrupted_patch_keeps_what_arrived(
 ) -> None:
     content = text(300_000)
     path = await new_upload(client, user, content)
-    reader, writer = await send_head(
+    _, writer = await send_head(
         service.port,
         f"PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user.token}\r\n"
         f"Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: {OCTETS}\r\n"
