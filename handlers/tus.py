@@ -102,7 +102,7 @@ class TusHandler(BaseHandler):
             self.set_header("Tus-Version", VERSION)
         super().write_error(status_code, **kwargs)
 
-    def options(self, *args: str) -> None:
+    def options(self, *args: str, **kwargs: str) -> None:
         """Discovery (no token needed): versions, extensions, limits, checksum algorithms."""
         self.set_header("Tus-Version", VERSION)
         self.set_header("Tus-Extension", ",".join(EXTENSIONS))
