@@ -16,7 +16,7 @@ import tornado.ioloop
 import tornado.web
 
 from mediasvc import metrics
-from mediasvc.errors import BadRequest
+from mediasvc.errors import BadRequest, TooLarge
 from mediasvc.handlers.base import BaseHandler
 from mediasvc.handlers.media import API
 from mediasvc.services.tus_append import AppendSession
@@ -238,8 +238,20 @@ class TusUploadHandler(TusHandler):
         )
         if isinstance(began, AppendSession):
             self.session = began
+            await self._refuse_a_body_too_long(began)
         else:
             self.answer = began
+
+    async def _refuse_a_body_too_long(self, session: AppendSession) -> None:
+        """A declared body that cannot fit is a 413 before a byte of it is read."""
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > session.room:
+            self.session = None
+            await session.abandon()
+            upload = session.upload
+            if upload.length is None:
+                raise self.ctx.tus.too_large(upload)
+            raise TooLarge(f"The body runs past the upload's length of {upload.length} bytes")
 
     async def head(self, upload_id: str) -> None:
         upload = await self.ctx.tus.status(self.authenticate(), upload_id)
