@@ -39,6 +39,8 @@ ROUTES = [
     (f"{API}/bulk_delete/", "POST"),
     (f"{API}/bulk_update/", "POST"),
     (f"{API}/openapi.json", "GET"),
+    (f"{API}/tus/", "POST"),
+    (f"{API}/tus/{SOME_ID}", "PATCH"),
     (f"/uploads/{KEY}?content_type=image%2Fjpeg&size=10&expires=1&sig=x", "PUT"),
     (f"/files/{KEY}?expires=1&sig=x", "GET"),
     ("/healthz", "GET"),
