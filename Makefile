@@ -9,12 +9,14 @@ ARGS ?=
 
 setup: $(STAMP)  ## install system packages and the virtual environment
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py pyproject.toml scripts/system-deps.sh
+$(STAMP): requirements.txt requirements-dev.txt setup.py pyproject.toml scripts/system-deps.sh tests/js/package-lock.json
 	scripts/system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24" "setuptools>=70" wheel
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	# the Node clients the tests drive (tus-js-client), pinned by the lockfile
+	if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/js --no-audit --no-fund --silent; fi
 	touch $(STAMP)
 
 run: setup  ## serve the API on http://127.0.0.1:8000 with embedded defaults

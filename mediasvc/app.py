@@ -25,7 +25,7 @@ from mediasvc.context import AppContext
 from mediasvc.cors import CorsPolicy
 from mediasvc.embedded_db import EmbeddedMongo, running_database_uri
 from mediasvc.errors import Unavailable
-from mediasvc.handlers import files, media, openapi, ops, presigned, upload
+from mediasvc.handlers import files, media, openapi, ops, presigned, tus, upload
 from mediasvc.handlers.base import NotFoundHandler, log_request
 from mediasvc.http1 import EarlyAnswerLimits, make_server
 from mediasvc.pipeline.dispatcher import Dispatcher
@@ -36,11 +36,13 @@ from mediasvc.secretfiles import resolve_secrets
 from mediasvc.services.media import MediaService
 from mediasvc.services.presigned import PresignedUploads
 from mediasvc.services.sweeper import Sweeper
+from mediasvc.services.tus import TusUploads
 from mediasvc.settings import Settings
 from mediasvc.spool import claim_spool, release_spool
 from mediasvc.storage import BlobStore
 from mediasvc.storage.local import LocalBlobStore, UrlSigner
 from mediasvc.storage.s3 import S3BlobStore
+from mediasvc.tus_records import TusRepository
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ def make_app(context: AppContext) -> tornado.web.Application:
         *openapi.routes,
         *upload.routes,
         *presigned.routes_for(context.blobs),
+        *tus.routes,  # before the media routes, whose {media_id} would match `tus`
         *media.routes,
         *files.routes_for(context.blobs),
     ]
@@ -176,6 +179,9 @@ async def _build_context(
         on_job_queued=dispatcher.wake if dispatcher else lambda: None,
     )
     presigned_uploads = PresignedUploads(media)
+    tus_repository = TusRepository(client, settings.mongodb_database)
+    await tus_repository.ensure_indexes()
+    resumable = TusUploads(media, tus_repository, executor)
     return AppContext(
         settings=settings,
         tokens=TokenAuthority(settings, jwt_secret),
@@ -184,7 +190,8 @@ async def _build_context(
         io_executor=executor,
         media=media,
         presigned=presigned_uploads,
-        sweeper=Sweeper(presigned_uploads, media.deletions, settings, executor),
+        sweeper=Sweeper(presigned_uploads, media.deletions, settings, executor, resumable),
+        tus=resumable,
         dispatcher=dispatcher,
         embedded_db=embedded,
     )

@@ -13,6 +13,7 @@ from mediasvc.repository import MediaRepository
 from mediasvc.services.media import MediaService
 from mediasvc.services.presigned import PresignedUploads
 from mediasvc.services.sweeper import Sweeper
+from mediasvc.services.tus import TusUploads
 from mediasvc.settings import Settings
 from mediasvc.storage import BlobStore
 
@@ -29,6 +30,7 @@ class AppContext:
     media: MediaService
     presigned: PresignedUploads
     sweeper: Sweeper
+    tus: TusUploads
     dispatcher: Dispatcher | None = None
     embedded_db: EmbeddedMongo | None = None  # when this process runs its own database
     requests: InFlight = field(default_factory=InFlight)

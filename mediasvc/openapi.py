@@ -49,6 +49,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         "tags": [
             {"name": "media", "description": "Media records"},
             {"name": "uploads", "description": "Direct, batch and presigned uploads"},
+            {"name": "tus", "description": "Resumable uploads (tus 1.0.0, every extension)"},
             {"name": "files", "description": "Files of the local blob store"},
             {"name": "operations", "description": "Health, readiness, metrics and this document"},
         ],
@@ -56,6 +57,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             **_media_paths(),
             **_media_action_paths(),
             **_upload_paths(),
+            **_tus_paths(),
             **_local_storage_paths(),
             **_ops_paths(),
         },
@@ -256,8 +258,13 @@ def _upload_types() -> list[str]:
 
 
 def _schemas() -> dict[str, Schema]:
+    records = _record_schemas()
+    records["Media"]["properties"]["upload_offset"] = {
+        **COUNTER,
+        "description": "Resumable (tus) uploads only: the bytes received so far",
+    }
     return {
-        **_record_schemas(),
+        **records,
         **_change_schemas(),
         **_upload_schemas(),
         "Health": _obj({"status": {"const": "ok"}}),
@@ -956,5 +963,190 @@ def _ops_paths() -> dict[str, Schema]:
                 },
                 security=[],
             )
+        },
+    }
+
+
+# ---- resumable uploads (tus 1.0.0)
+
+_TUS_VERSION: Schema = {"type": "string", "enum": ["1.0.0"]}
+_TUS_ERRORS = {
+    400: "Malformed tus header, metadata or value (or the completed file was rejected)",
+    401: "Missing, malformed, expired or invalid bearer token",
+    403: "No permission for the entity, or a final upload cannot change",
+    404: "No such upload, or not the caller's",
+    409: "Upload-Offset is not the upload's offset",
+    410: "The upload expired or was rejected",
+    412: "Tus-Resumable is missing or not 1.0.0 (the answer carries Tus-Version)",
+    413: "Over the upload's length, its media type's limit or tus_max_chunk_size",
+    415: "The PATCH body is not application/offset+octet-stream",
+    423: "Another request is appending to this upload; retry after Retry-After",
+    429: "Too many uploads in progress; try again after Retry-After seconds",
+    460: "The chunk does not match its Upload-Checksum (it was discarded)",
+    503: "The database or the storage fails or cannot be reached; try again",
+    507: "No space left to receive the upload",
+}
+
+
+def _tus_header(description: str, schema: Schema | None = None) -> Schema:
+    return {"description": description, "schema": schema or TEXT}
+
+
+def _tus_answer_headers(**extra: Schema) -> dict[str, Schema]:
+    resumable = {**_tus_header("Always 1.0.0", _TUS_VERSION), "required": True}
+    expires = _tus_header("When an unfinished upload expires (RFC 9110 date)")
+    return _headers(**{"Tus-Resumable": resumable, "Upload-Expires": expires, **extra})
+
+
+def _tus_errors(*codes: int) -> dict[str, Schema]:
+    answers = {}
+    for code in codes:
+        headers: dict[str, Schema] = {}
+        if code in (423, 429, 503):
+            headers["Retry-After"] = {"$ref": "#/components/headers/Retry-After"}
+        if code == 412:
+            headers["Tus-Version"] = _tus_header("The versions this server speaks")
+        answers[str(code)] = {
+            "description": _TUS_ERRORS[code],
+            "headers": _tus_answer_headers(**headers),
+            "content": {"application/json": {"schema": _ref("Error")}},
+        }
+    return answers
+
+
+def _tus_request_header(name: str, description: str, schema: Schema | None = None) -> Schema:
+    required = name == "Tus-Resumable"
+    return {
+        "name": name,
+        "in": "header",
+        "required": required,
+        "schema": schema or TEXT,
+        "description": description,
+    }
+
+
+def _tus_paths() -> dict[str, Schema]:
+    """The tus routes: documented with the protocol's headers and every status it names."""
+    resumable = _tus_request_header("Tus-Resumable", "Must be 1.0.0 (else 412)", _TUS_VERSION)
+    offset_header = {**_tus_header("Bytes received", COUNTER), "required": True}
+    body: Schema = {
+        "required": False,
+        "content": {"application/offset+octet-stream": {"schema": BINARY}},
+    }
+    discovery = _op(
+        "tusOptions",
+        "Discover the tus versions, extensions, limits and checksum algorithms",
+        "tus",
+        {
+            "204": {
+                "description": "The server's tus configuration",
+                "headers": _tus_answer_headers(
+                    **{
+                        "Tus-Version": _tus_header("1.0.0"),
+                        "Tus-Extension": _tus_header("The supported extensions"),
+                        "Tus-Max-Size": _tus_header("The largest upload", COUNTER),
+                        "Tus-Checksum-Algorithm": _tus_header("sha1,sha256,md5"),
+                    }
+                ),
+            }
+        },
+        security=[],
+    )
+    return {
+        f"{API}/tus/": {
+            "options": discovery,
+            "post": _op(
+                "tusCreate",
+                "Create a resumable upload: a pending media (or a partial upload, or a final "
+                "one joined from partial uploads); the body may carry the first bytes",
+                "tus",
+                {
+                    "201": {
+                        "description": "Created; PATCH the bytes to Location (its last segment "
+                        "is the media's id)",
+                        "headers": _tus_answer_headers(
+                            Location=_location("The upload"),
+                            **{"Upload-Offset": _tus_header("Bytes taken", COUNTER)},
+                        ),
+                    },
+                    **_tus_errors(400, 401, 403, 404, 410, 412, 413, 423, 429, 503, 507),
+                },
+                parameters=[
+                    resumable,
+                    _tus_request_header("Upload-Length", "The file's size in bytes"),
+                    _tus_request_header("Upload-Defer-Length", "1: the size comes later"),
+                    _tus_request_header(
+                        "Upload-Metadata",
+                        "Comma-separated `key base64(value)`: filename, entity_type and "
+                        "entity_id required; title, description, alt_text, is_primary and "
+                        "display_order optional",
+                    ),
+                    _tus_request_header(
+                        "Upload-Concat", "`partial`, or `final;<partial upload URLs>`"
+                    ),
+                ],
+                requestBody=body,
+            ),
+        },
+        f"{API}/tus/{{media_id}}": {
+            "parameters": [_param("MediaId")],
+            "options": {**discovery, "operationId": "tusUploadOptions"},
+            "head": _op(
+                "tusHead",
+                "The upload's offset (where to resume), length, metadata and expiry",
+                "tus",
+                {
+                    "200": {
+                        "description": "The upload",
+                        "headers": _tus_answer_headers(
+                            **{
+                                "Upload-Offset": _tus_header("Bytes received", COUNTER),
+                                "Upload-Length": _tus_header("The file's size", COUNTER),
+                                "Upload-Defer-Length": _tus_header("1 while the size is unknown"),
+                                "Upload-Metadata": _tus_header("As sent at creation"),
+                                "Upload-Concat": _tus_header("partial, or final;<URLs>"),
+                                "Cache-Control": _tus_header("no-store"),
+                            }
+                        ),
+                    },
+                    **_tus_errors(401, 404, 410, 412, 423, 503),
+                },
+                parameters=[resumable],
+            ),
+            "patch": _op(
+                "tusPatch",
+                "Append bytes at Upload-Offset; the last ones complete the media",
+                "tus",
+                {
+                    "204": {
+                        "description": "Stored durably",
+                        "headers": _tus_answer_headers(**{"Upload-Offset": offset_header}),
+                    },
+                    **_tus_errors(
+                        400, 401, 403, 404, 409, 410, 412, 413, 415, 423, 429, 460, 503, 507
+                    ),
+                },
+                parameters=[
+                    resumable,
+                    {
+                        **_tus_request_header("Upload-Offset", "The upload's offset"),
+                        "required": True,
+                        "schema": COUNTER,
+                    },
+                    _tus_request_header("Upload-Checksum", "`sha1|sha256|md5 base64(digest)`"),
+                    _tus_request_header("Upload-Length", "Declares a deferred length"),
+                ],
+                requestBody={**body, "required": True},
+            ),
+            "delete": _op(
+                "tusTerminate",
+                "Terminate the upload: what it received and its pending media go",
+                "tus",
+                {
+                    "204": {"description": "Terminated", "headers": _tus_answer_headers()},
+                    **_tus_errors(401, 404, 412, 423, 503),
+                },
+                parameters=[resumable],
+            ),
         },
     }

@@ -147,6 +147,7 @@ class MediaRecord:
     job: Doc | None = None
     upload_expires_at: int | None = None
     upload_rejected: bool = False
+    upload_offset: int | None = None  # bytes received so far, for resumable (tus) uploads
 
     @classmethod
     def new(

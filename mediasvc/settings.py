@@ -281,6 +281,39 @@ class Settings:
         "uploads",
         minimum=60,
     )
+    # -- resumable uploads (tus)
+    tus_dir: str = setting(
+        "",
+        "Folder that holds the bytes of unfinished resumable uploads (local storage: the whole "
+        "file, renamed into place at the end, so keep it on the file system of storage_dir; "
+        "S3: the remainder below one part). Several servers sharing uploads share it. "
+        "Empty: <data_dir>/tus.",
+        "tus",
+    )
+    tus_upload_ttl: int = setting(
+        86400,
+        "Seconds a resumable upload may take from its creation to its last byte; then it "
+        "expires (410) and the sweep removes it with everything it received.",
+        "tus",
+        minimum=60,
+    )
+    tus_max_chunk_size: int = setting(
+        256 * MB,
+        "Largest body of one PATCH (or of a creation that carries bytes); larger ones are "
+        "refused with 413, so clients send files larger than this in chunks.",
+        "tus",
+        kind="size",
+        minimum=MB,
+        maximum=5 * 1024 * MB,
+    )
+    tus_lease: float = setting(
+        60.0,
+        "Seconds a PATCH holds its upload's lock without renewing it (it renews while bytes "
+        "arrive). A server that died mid-PATCH on another machine holds the upload this long "
+        "(others get 423); one of this machine is taken over at once.",
+        "tus",
+        minimum=5,
+    )
     # -- upload limits
     max_image_size: int = setting(
         10 * MB,
@@ -598,6 +631,11 @@ class Settings:
         """Absolute folder for upload spool files."""
         return Path(self.spool_dir).resolve() if self.spool_dir else self.data_path / "spool"
 
+    @functools.cached_property
+    def tus_path(self) -> Path:
+        """Absolute folder of the bytes of unfinished resumable uploads."""
+        return Path(self.tus_dir).resolve() if self.tus_dir else self.data_path / "tus"
+
     @property
     def metrics_path(self) -> Path:
         """Folder of the multi-process Prometheus metrics: by default in RAM (/dev/shm).
@@ -759,6 +797,11 @@ def _check_consistency(settings: Settings) -> None:
         value = getattr(settings, name)
         if value and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", value):
             raise SettingsError(f"setting {name}: must be an absolute http(s) URL")
+    if settings.storage == "s3" and settings.incomplete_multipart_max_age < settings.tus_upload_ttl:
+        raise SettingsError(
+            "setting incomplete_multipart_max_age: at least tus_upload_ttl (the sweep would "
+            "abort the S3 parts of resumable uploads still in progress)"
+        )
     if not re.fullmatch(r"[0-9]{2,4}x[0-9]{2,4}", settings.waveform_size):
         raise SettingsError("setting waveform_size: use WIDTHxHEIGHT, e.g. 800x160")
     for name in ("image_operations", "video_operations"):

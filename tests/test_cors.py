@@ -39,6 +39,8 @@ ROUTES = [
     (f"{API}/bulk_delete/", "POST"),
     (f"{API}/bulk_update/", "POST"),
     (f"{API}/openapi.json", "GET"),
+    (f"{API}/tus/", "POST"),
+    (f"{API}/tus/{SOME_ID}", "PATCH"),
     (f"/uploads/{KEY}?content_type=image%2Fjpeg&size=10&expires=1&sig=x", "PUT"),
     (f"/files/{KEY}?expires=1&sig=x", "GET"),
     ("/healthz", "GET"),
@@ -264,3 +266,34 @@ def test_cors_origins_from_the_environment() -> None:
     )
     assert settings.cors_origins == ("https://a.example.com", "http://localhost:3000")
     assert settings.cors_max_age == 600
+
+
+async def test_tus_routes_answer_preflights_and_expose_the_tus_headers(
+    cors_client: Client,
+) -> None:
+    """A page running tus-js-client: preflights of both tus routes pass, and it may read the
+    headers tus answers with (Location, Upload-Offset, Upload-Expires, Tus-*)."""
+    upload_url = f"{API}/tus/{uuid.uuid4()}"
+    created = await _preflight(cors_client, f"{API}/tus/", "POST", headers="tus-resumable")
+    assert created.status == 204
+    for method in ("PATCH", "HEAD", "DELETE"):
+        answer = await _preflight(cors_client, upload_url, method, headers="upload-offset")
+        assert answer.status == 204
+        assert method in answer.headers["Access-Control-Allow-Methods"].split(", ")
+    sub = str(uuid.uuid4())
+    fields = f"filename {_b64('a.txt')},entity_type {_b64('user')},entity_id {_b64(sub)}"
+    answer = await cors_client.request(
+        "POST", f"{API}/tus/", token=make_token(sub),
+        headers={"Origin": PAGE, "Tus-Resumable": "1.0.0", "Upload-Length": "5",
+                 "Upload-Metadata": fields},
+    )  # fmt: skip
+    assert answer.status == 201, answer.body
+    exposed = _listed(answer.headers["Access-Control-Expose-Headers"])
+    assert {"location", "upload-offset", "upload-expires", "upload-length", "tus-resumable",
+            "tus-version", "tus-extension", "tus-max-size"} <= exposed  # fmt: skip
+
+
+def _b64(value: str) -> str:
+    import base64
+
+    return base64.b64encode(value.encode()).decode()

@@ -136,6 +136,10 @@ async def test_live_server_conforms_to_the_document(
 async def _run(command: list[str], folder: Path) -> tuple[int, str]:
     """Run the CLI with no proxies (loopback only): its exit code and report."""
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["SCHEMATHESIS_HOOKS"] = "tests.support.schemathesis_hooks"  # tus bodies are bytes
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).parent.parent), env.get("PYTHONPATH", "")]
+    )
     process = await asyncio.create_subprocess_exec(
         *command,
         cwd=folder,

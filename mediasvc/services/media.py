@@ -196,6 +196,10 @@ class MediaService:
             raise Forbidden(NO_PERMISSION)
         return entity_type, entity_id
 
+    def upload_fields(self, fields: Mapping[str, str]) -> dict[str, Any]:
+        """The optional fields of an upload (title, ..., is_primary) as form strings, checked."""
+        return self._upload_metadata(fields)
+
     def _upload_metadata(self, fields: Mapping[str, str]) -> dict[str, Any]:
         unknown = sorted(set(fields) - UPLOAD_FIELDS)
         if unknown:

@@ -44,6 +44,7 @@ def present_media(media: MediaRecord, blobs: BlobStore, base_url: str) -> Doc:
         "job": present_job(media.job),
         "created_at": iso(media.created_at),
         "updated_at": iso(media.updated_at),
+        **({} if media.upload_offset is None else {"upload_offset": media.upload_offset}),
     }
 
 

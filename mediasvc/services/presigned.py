@@ -8,7 +8,6 @@ that are never confirmed are swept once their URL has expired.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -17,12 +16,11 @@ from typing import Any
 
 from mediasvc.auth import Principal
 from mediasvc.errors import BadRequest, Conflict, Forbidden
-from mediasvc.media_types import extension_of, kind_for_extension, sniff_agrees
-from mediasvc.pipeline.jobs import job_lane, job_summary, new_job
+from mediasvc.media_types import extension_of, kind_for_extension
 from mediasvc.records import Doc, MediaRecord, MediaStatus, now_ms
+from mediasvc.services.arrival import accept, content_problem, reject
 from mediasvc.services.media import MediaService
-from mediasvc.sniffing import read_sniff_head
-from mediasvc.upload import size_error, sniff
+from mediasvc.upload import size_error
 from mediasvc.validation import check_field, json_int
 
 log = logging.getLogger(__name__)
@@ -102,52 +100,15 @@ class PresignedUploads:
         return await self._accept(media)
 
     async def _problem_with(self, media: MediaRecord, size: int) -> str | None:
-        if size != media.file_size:
-            return f"Uploaded size {size} does not match the declared size {media.file_size}"
-        kind = kind_for_extension(media.extension)
-        assert kind is not None
-        head = await read_sniff_head(
-            partial(self.blobs.read_head, media.storage_key),
-            skip_tags=kind.media_type == "audio",
-            max_skip=self.settings.sniff_max_tag_size,
-        )
-        sniffed = await asyncio.get_running_loop().run_in_executor(None, sniff, head)
-        if not sniff_agrees(kind, sniffed, head):
-            return f"File content ({sniffed}) does not match its extension '{kind.extension}'"
-        return None
+        read_head = partial(self.blobs.read_head, media.storage_key)
+        return await content_problem(media, size, read_head, self.settings.sniff_max_tag_size)
 
     async def _reject(self, media: MediaRecord, reason: str) -> None:
-        await self.media.deletions.delete([media.storage_key])
-        changes = {
-            "status": MediaStatus.FAILED,
-            "error": reason,
-            "upload_rejected": True,
-            "updated_at": now_ms(),
-        }
-        await self.repository.transition(media.id, MediaStatus.PENDING, changes)
+        await reject(self.media, media, reason)
         raise BadRequest(reason)
 
     async def _accept(self, media: MediaRecord) -> MediaRecord:
-        operations = self.media.operations_for(media)
-        now = now_ms()
-        job = new_job(media.id, operations, now, lane=job_lane(media)) if operations else None
-        changes: Doc = {
-            "status": MediaStatus.PROCESSING if job else MediaStatus.READY,
-            "job": job_summary(job) if job else None,
-            "updated_at": now,
-        }
-        moved = await self.repository.transition(media.id, MediaStatus.PENDING, changes)
-        if moved is None:  # another confirm won the race: report what it did
-            return await self.media.get_visible_by_id(media.id)
-        if job is not None:
-            try:
-                await self.repository.insert_job(job)
-            except BaseException:
-                pending = {"status": MediaStatus.PENDING, "job": None}
-                await asyncio.shield(self.repository.update(media.id, pending))
-                raise
-            self.media.on_job_queued()
-        return moved
+        return await accept(self.media, media, {})
 
     async def sweep(self) -> dict[str, int]:
         """Remove pending uploads whose URL expired (record and any object); abort stale parts."""

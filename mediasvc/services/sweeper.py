@@ -11,6 +11,7 @@ from concurrent.futures import Executor
 from mediasvc.errors import MediaError
 from mediasvc.services.deletions import FileDeletions
 from mediasvc.services.presigned import PresignedUploads
+from mediasvc.services.tus import TusUploads
 from mediasvc.settings import Settings
 from mediasvc.spool import sweep_orphans
 
@@ -18,8 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class Sweeper:
-    """Expired presigned uploads, stale multipart uploads, orphaned spool entries, and file
-    deletions that failed before; each step runs even when another one fails."""
+    """Expired presigned and resumable uploads, stale multipart uploads, orphaned spool entries,
+    and file deletions that failed before; each step runs even when another one fails."""
 
     def __init__(
         self,
@@ -27,8 +28,10 @@ class Sweeper:
         deletions: FileDeletions,
         settings: Settings,
         io_executor: Executor,
+        tus: TusUploads | None = None,
     ) -> None:
         self.presigned = presigned
+        self.tus = tus
         self.deletions = deletions
         self.settings = settings
         self._io = io_executor
@@ -43,11 +46,13 @@ class Sweeper:
         """One sweep; the counts of what it did, and `errors` when a step could not run."""
         report: dict[str, int | list[str]] = {}
         errors: list[str] = []
-        steps = (
+        steps = [
             ("presigned uploads", self.presigned.sweep),
             ("spool", self._spool_counts),
             ("deletions", self.deletions.retry),
-        )
+        ]
+        if self.tus is not None:
+            steps.insert(1, ("resumable uploads", self.tus.sweep))
         for name, step in steps:
             try:
                 report.update(await step())

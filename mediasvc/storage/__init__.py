@@ -54,6 +54,34 @@ class BlobStore(ABC):
     ) -> PresignedUpload:
         """A URL the client PUTs exactly `size` bytes of `content_type` to, valid `ttl` s."""
 
+    @abstractmethod
+    async def digest(self, key: str) -> str:
+        """The sha256 hex digest of a stored object, read back in full."""
+
+    # ---- uploads in parts (resumable uploads); a store without them takes whole files
+
+    @property
+    def takes_parts(self) -> bool:
+        """Whether an upload may arrive part by part (S3 multipart) instead of as one file."""
+        return False
+
+    async def start_parts(self, key: str, content_type: str) -> str:
+        """Begin an upload in parts of `key`; returns its id."""
+        raise NotImplementedError
+
+    async def put_part(self, key: str, upload_id: str, number: int, path: Path) -> str:
+        """Store the file at `path` as part `number` (from 1); returns its tag."""
+        raise NotImplementedError
+
+    async def finish_parts(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        """Join the (number, tag) parts into the object; FileNotFoundError if the upload is no
+        longer open (finished already, or aborted)."""
+        raise NotImplementedError
+
+    async def abort_parts(self, key: str, upload_id: str) -> None:
+        """Drop an upload in parts and every part it holds (an unknown one is ignored)."""
+        raise NotImplementedError
+
     async def sweep_incomplete(self, older_than: int) -> int:
         """Abort partial uploads older than `older_than` seconds; returns how many."""
         return 0

@@ -90,6 +90,9 @@ class LocalBlobStore(BlobStore):
     async def read_head(self, key: str, length: int) -> bytes:
         return await self._run(_read_head, self.path_of(key), length)
 
+    async def digest(self, key: str) -> str:
+        return await self._run(_sha256_of, self.path_of(key))
+
     async def put_new_file(self, key: str, path: Path) -> bool:
         """Like put_file, but never replaces an existing object; False if one exists."""
         return await self._store(self._link_into_place, path, self.path_of(key))
@@ -210,6 +213,14 @@ def _file_size(path: Path) -> int | None:
 def _read_head(path: Path, length: int) -> bytes:
     with open(path, "rb") as handle:
         return handle.read(length)
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(COPY_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -7,6 +7,7 @@ waits on S3. Large originals go up as multipart uploads straight from the spool 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,7 @@ from mediasvc.storage import BlobStore, PresignedUpload
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+_READ_CHUNK = 1024 * 1024
 
 
 class S3BlobStore(BlobStore):
@@ -146,6 +148,67 @@ class S3BlobStore(BlobStore):
                 ExpiresIn=ttl,
             )
         return PresignedUpload(url, {"Content-Type": content_type}, int(time.time()) + ttl)
+
+    async def digest(self, key: str) -> str:
+        def read() -> str:
+            digest = hashlib.sha256()
+            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            for chunk in body.iter_chunks(_READ_CHUNK):
+                digest.update(chunk)
+            return digest.hexdigest()
+
+        return await self._call(read)
+
+    @property
+    def takes_parts(self) -> bool:
+        return True
+
+    async def start_parts(self, key: str, content_type: str) -> str:
+        answer = await self._call(
+            self._client.create_multipart_upload,
+            Bucket=self.bucket,
+            Key=key,
+            ContentType=content_type,
+        )
+        return str(answer["UploadId"])
+
+    async def put_part(self, key: str, upload_id: str, number: int, path: Path) -> str:
+        def upload() -> str:
+            with open(path, "rb") as body:
+                answer = self._client.upload_part(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+                )
+            return str(answer["ETag"])
+
+        return await self._call(upload)
+
+    async def finish_parts(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        listed = [{"PartNumber": number, "ETag": tag} for number, tag in parts]
+
+        def complete() -> None:
+            try:
+                self._client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": listed},
+                )
+            except ClientError as exc:
+                if _code(exc) == "NoSuchUpload":
+                    raise FileNotFoundError(upload_id) from None
+                raise
+
+        await self._call(complete)
+
+    async def abort_parts(self, key: str, upload_id: str) -> None:
+        def abort() -> None:
+            try:
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except ClientError as exc:
+                if _code(exc) != "NoSuchUpload":
+                    raise
+
+        await self._call(abort)
 
     async def sweep_incomplete(self, older_than: int) -> int:
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than)

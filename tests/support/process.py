@@ -31,9 +31,9 @@ def service_env(**settings: str) -> dict[str, str]:
 class Server:
     """A `mediasvc serve` subprocess on a free port."""
 
-    def __init__(self, data_dir: Path, **settings: str) -> None:
+    def __init__(self, data_dir: Path, *, port: int | None = None, **settings: str) -> None:
         self.data_dir = data_dir
-        self.port = free_loopback_port()
+        self.port = port or free_loopback_port()  # a restarted server keeps its URLs
         self.env = service_env(**settings)
         self.process = subprocess.Popen(
             [str(BIN / "mediasvc"), "serve", "--data-dir", str(data_dir), "--port", str(self.port)],
