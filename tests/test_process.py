@@ -157,6 +157,7 @@ def test_gc_command(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
         "expired_uploads": 0,
+        "expired_resumable_uploads": 0,
         "aborted_multipart_uploads": 0,
         "orphaned_spool_entries": 0,
         "deleted_files": 0,
