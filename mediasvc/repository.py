@@ -47,8 +47,10 @@ SORT_FIELD = "sort_key"
 MEDIA_INDEXES = {
     "by_entity_key": ("entity_type", "entity_id", SORT_FIELD),
     "by_uploader_key": ("uploaded_by", SORT_FIELD),
-    "by_type_key": ("entity_type", SORT_FIELD),
-    "by_key": (SORT_FIELD,),
+    # These two carry the search text too: a search over a whole entity type (or, for an
+    # admin, everything) reads it from the index instead of from each record.
+    "by_type_key_text": ("entity_type", SORT_FIELD, "search_text"),
+    "by_key_text": (SORT_FIELD, "search_text"),
     "by_media_type_key": ("media_type", SORT_FIELD),
     "by_status_key": ("status", SORT_FIELD),
     "pending_expiry": ("status", "upload_expires_at"),
@@ -58,11 +60,13 @@ RETIRED_INDEXES = (
     ("entity_type", "entity_id"),
     ("uploaded_by",),
     ("display_order", "created_at"),
+    ("entity_type", SORT_FIELD),
+    (SORT_FIELD,),
 )
 BRANCH_QUERIES_AT_ONCE = 4  # per repository (process): see _gathered
 MEDIA_TOTAL = "media"  # the counters document of the maintained total
-ANY_JOB: Any = object()
-T = TypeVar("T")  # `update(job_is=...)` default: whatever job the media shows
+ANY_JOB: Any = object()  # `update(job_is=...)` default: whatever job the media shows
+T = TypeVar("T")
 
 
 def eq(value: Any) -> Doc:
