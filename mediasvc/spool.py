@@ -22,7 +22,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, Future
 from pathlib import Path
 
@@ -208,14 +208,35 @@ class SpoolWriter:
 
     async def write(self, data: bytes) -> None:
         """Queue bytes; waits only when the previous batch is still being written."""
+        pending = self.queue(data)
+        if pending is not None:
+            await pending
+
+    def queue(self, data: bytes) -> Awaitable[None] | None:
+        """Queue bytes without a coroutine of their own: the usual chunk only joins the batch,
+        or hands a full one over; something to await comes back only when a full batch must
+        wait for the previous one, still being written."""
         self._batch.append(data)
         self._batch_size += len(data)
         self.size += len(data)
-        if self._batch_size >= FLUSH_BYTES or len(self._batch) >= MAX_BATCH_CHUNKS:
-            await self._wait_in_flight()
-            if not self._discarded:
-                chunks, size = self._take_batch()
-                self._in_flight = self._executor.submit(self._hash_and_write, chunks, size)
+        if self._batch_size < FLUSH_BYTES and len(self._batch) < MAX_BATCH_CHUNKS:
+            return None
+        pending = self._in_flight
+        if pending is not None and not pending.done():
+            return self._hand_over_after(pending)
+        self._hand_over()
+        return None
+
+    async def _hand_over_after(self, pending: Future[None]) -> None:
+        await asyncio.wrap_future(pending)
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Start writing the full batch (the previous one is done: its error is raised here)."""
+        self._collect_in_flight()
+        if not self._discarded:
+            chunks, size = self._take_batch()
+            self._in_flight = self._executor.submit(self._hash_and_write, chunks, size)
 
     async def finish(self) -> str:
         """Write what is left, fsync, close (one hand-over); returns the sha256 hex digest."""
@@ -241,12 +262,14 @@ class SpoolWriter:
     async def _wait_in_flight(self) -> None:
         """The previous batch is written (its error, a full disk say, is raised here)."""
         pending = self._in_flight
-        if pending is None:
-            return
-        if not pending.done():
+        if pending is not None and not pending.done():
             await asyncio.wrap_future(pending)
-        self._in_flight = None
-        pending.result()
+        self._collect_in_flight()
+
+    def _collect_in_flight(self) -> None:
+        pending, self._in_flight = self._in_flight, None
+        if pending is not None:
+            pending.result()
 
     def _take_batch(self) -> tuple[list[bytes], int]:
         # The chunks go to the thread as they are: joining them would copy every byte once
