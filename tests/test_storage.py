@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -12,6 +13,7 @@ import pytest
 from botocore.config import Config
 
 from mediasvc.settings import Settings
+from mediasvc.storage.local import LocalBlobStore, UrlSigner
 from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY, Backend, Caller, Client, make_token
 
 
@@ -165,3 +167,19 @@ async def test_s3_going_down_is_a_quick_503(tmp_path: Path, samples: dict[str, b
             assert listing.json["count"] == 1  # the refused upload left no record
         finally:
             await service.stop()
+
+
+@pytest.mark.parametrize(
+    "key", ["../outside.jpg", "media/../../outside.jpg", "/etc/passwd", "", ".", "media/.."]
+)
+def test_local_keys_cannot_leave_the_store(tmp_path: Path, key: str) -> None:
+    store = LocalBlobStore(tmp_path / "store", UrlSigner("s" * 32, 60), ThreadPoolExecutor(1))
+    with pytest.raises(ValueError, match="outside the store"):
+        store.path_of(key)
+
+
+def test_local_keys_name_files_inside_the_store(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "store", UrlSigner("s" * 32, 60), ThreadPoolExecutor(1))
+    root = (tmp_path / "store").resolve()
+    assert store.path_of("media/a/b.jpg") == root / "media/a/b.jpg"
+    assert store.path_of("media/./a/../b.jpg") == root / "media/b.jpg"
