@@ -247,7 +247,12 @@ class SpoolWriter:
             self._in_flight = self._executor.submit(self._hash_and_write, chunks, size)
 
     async def finish(self) -> str:
-        """Write what is left, fsync, close (one hand-over); returns the sha256 hex digest."""
+        """Write what is left and close (one hand-over); returns the sha256 hex digest.
+
+        No fsync here: the store that takes the file makes it durable (the local store
+        fsyncs it before its rename; S3 keeps a copy of its own), and a second fsync of the
+        same file cost a device flush per upload, a few milliseconds under load.
+        """
         await self._wait_in_flight()
         chunks, size = self._take_batch()
         self._in_flight = self._executor.submit(self._write_last, chunks, size)
@@ -322,15 +327,12 @@ class SpoolWriter:
             return
         if chunks:
             self._hash_and_write(chunks, size)
-        fd = self._opened()
-        with full_disk_is_507("a spool file"):
-            os.fsync(fd)
         self._close()
 
     def _start_writeback(self, fd: int, length: int) -> None:
         """Have the kernel start writing the new bytes out now, without waiting for them.
 
-        Otherwise the whole upload is still dirty in the page cache when `finish` fsyncs it,
+        Otherwise the whole upload is still dirty in the page cache when the store fsyncs it,
         and the client waits for all of it at once. The first CACHED_BYTES stay cached: an
         image is read again within a second to be processed. Past that, what is already on
         disk is dropped, so a large video does not push everything else out of the cache.

@@ -178,6 +178,7 @@ class LocalBlobStore(BlobStore):
 @contextlib.contextmanager
 def _same_device(source: Path, folder: Path) -> Iterator[Path]:
     """`source`, fsynced, as a file on the file system of `folder`, for a rename or link.
+    This is the one fsync of an upload's bytes (the spool writer leaves it to the store).
 
     The spool folder is usually beside the store; when it is not (a fast local disk for
     spooling, the store elsewhere), the bytes are copied into a temporary file in `folder`
