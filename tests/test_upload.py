@@ -13,9 +13,9 @@ import pytest
 from mediasvc.app import Service
 from mediasvc.settings import Settings
 from tests.support.client import API, Client, multipart_body
+from tests.support.early import read_answer
 from tests.support.service import spool_files
 from tests.support.tokens import Caller, make_token
-from tests.support.early import read_answer
 
 PROCESSED = {"image", "video", "audio"}
 
