@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Awaitable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -126,17 +127,18 @@ class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
         if isinstance(connection, HTTP1Connection):
             connection.set_max_body_size(2 * limit)
 
-    async def data_received(self, chunk: bytes) -> None:
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         """Gather a small JSON body, refusing it as soon as it passes the limit."""
         if self._body_refused:
-            return
+            return None
         if self._body is None:
             self._body = bytearray()
         if len(self._body) + len(chunk) > self.body_limit:
             self._body_refused = True
             self.refuse(TooLarge(f"Request body exceeds the maximum of {self.body_limit} bytes"))
-            return
+            return None
         self._body += chunk
+        return None
 
     def check_method(self) -> None:
         """A 405 (with `Allow`) for a method this handler does not implement; a CORS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import tornado.web
 
 from mediasvc import metrics
@@ -49,18 +51,32 @@ class UploadHandler(BaseHandler):
             before_file=lambda fields: self.ctx.media.check_upload_target(principal, fields),
         )
 
-    async def data_received(self, chunk: bytes) -> None:
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        # No coroutine per chunk: one is made only when the receiver has to wait.
         if self.failed or self.receiver is None:
-            return
+            return None
         self.unreported_bytes += len(chunk)
         if self.unreported_bytes >= METRIC_STEP_BYTES:
             self.report_bytes()
         try:
-            await self.receiver.feed(chunk)
-        except Exception as exc:  # answer now: the rest of the body is not read
-            self.failed = True
+            pending = self.receiver.feed(chunk)
+        except Exception as exc:
+            self.give_up(exc)
+            return None
+        return None if pending is None else self._fed(pending)
+
+    async def _fed(self, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+        except Exception as exc:
+            self.give_up(exc)
+
+    def give_up(self, exc: Exception) -> None:
+        """Answer now: the rest of the body is not read, what was spooled is dropped."""
+        self.failed = True
+        if self.receiver is not None:
             self.receiver.discard()
-            self.refuse(exc)
+        self.refuse(exc)
 
     def report_bytes(self) -> None:
         """Add the bytes received since the last report to the upload-bytes counter."""

@@ -20,6 +20,9 @@ from mediasvc.records import MediaRecord
 from mediasvc.settings import Settings
 
 _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*)$")
+VERIFIED_TOKENS = 4096
+"""Verified tokens remembered (with their principal) until they expire; past this many, the
+oldest is forgotten."""
 _GRANT = re.compile(r"^[a-z][a-z0-9_\-]{0,63}:(\*|[A-Za-z0-9_\-.@]{1,128})$")
 
 
@@ -76,6 +79,7 @@ class TokenAuthority:
         self._verify_key: Any = secret
         if settings.jwt_public_key:
             self._verify_key = _read_pem(settings.jwt_public_key)
+        self._verified: dict[str, tuple[Principal, float]] = {}  # token: principal, until
 
     def principal_from_header(self, header: str | None) -> Principal:
         """Verify an Authorization header; anything wrong is a 401."""
@@ -87,7 +91,26 @@ class TokenAuthority:
         return self.verify(match.group(1))
 
     def verify(self, token: str) -> Principal:
-        """Decode with pinned algorithms; `exp` and `sub` are required."""
+        """Decode with pinned algorithms; `exp` and `sub` are required.
+
+        A token seen before is not decoded again until its `exp` (with the leeway) has
+        passed: a client sends the same one with every request, and the signature check is
+        a fixed cost of each. What a decode checks besides `exp` (signature, audience,
+        issuer, `nbf`, `iat`) cannot turn false later for the same token and key.
+        """
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            principal, valid_until = remembered
+            if time.time() < valid_until:
+                return principal
+            del self._verified[token]
+        principal, claims = self._decode(token)
+        if len(self._verified) >= VERIFIED_TOKENS:
+            del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[token] = (principal, float(claims["exp"]) + self._leeway)
+        return principal
+
+    def _decode(self, token: str) -> tuple[Principal, dict[str, Any]]:
         try:
             claims = jwt.decode(
                 token,
@@ -102,7 +125,7 @@ class TokenAuthority:
             raise Unauthorized("Token has expired") from None
         except jwt.PyJWTError:
             raise Unauthorized("Invalid token") from None
-        return _principal_from_claims(claims)
+        return _principal_from_claims(claims), claims
 
     def mint(
         self,

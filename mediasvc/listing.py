@@ -121,10 +121,11 @@ def _eq(value: str) -> Doc:
     return {"$eq": value}
 
 
-def literal_pattern(text: str) -> str:
-    """A regex matching `text` literally (escaping what any engine, PCRE or Python, reads as
-    syntax), for the lowercased `search_text`."""
-    return "".join("\\" + ch if not ch.isalnum() and ch not in " _" else ch for ch in text)
+def contains(field: str, text: str) -> Doc:
+    """A literal substring match on a stored field, as an `$expr`: the same on every server,
+    and one the embedded server evaluates in SQL (`instr`), where a `$regex` is a Python call
+    per record (and the `$options` flag a Python scan of the whole collection)."""
+    return {"$gte": [{"$indexOfCP": [f"${field}", text]}, 0]}
 
 
 def plan(query: MediaQuery) -> Plan:
@@ -132,7 +133,7 @@ def plan(query: MediaQuery) -> Plan:
     stays exact."""
     base: Doc = {name: _eq(value) for name, value in query.filters.items()}
     if query.search:
-        base["search_text"] = {"$regex": literal_pattern(query.search.lower())}
+        base["$expr"] = contains("search_text", query.search.lower())
     visibility = query.visibility
     if visibility is None or _one_covered_entity(query.filters, visibility):
         return Plan([_facets_narrowing(base)], [_facets_narrowing(base)])

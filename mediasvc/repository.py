@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo import (
     ASCENDING,
@@ -47,8 +47,10 @@ SORT_FIELD = "sort_key"
 MEDIA_INDEXES = {
     "by_entity_key": ("entity_type", "entity_id", SORT_FIELD),
     "by_uploader_key": ("uploaded_by", SORT_FIELD),
-    "by_type_key": ("entity_type", SORT_FIELD),
-    "by_key": (SORT_FIELD,),
+    # These two carry the search text too: a search over a whole entity type (or, for an
+    # admin, everything) reads it from the index instead of from each record.
+    "by_type_key_text": ("entity_type", SORT_FIELD, "search_text"),
+    "by_key_text": (SORT_FIELD, "search_text"),
     "by_media_type_key": ("media_type", SORT_FIELD),
     "by_status_key": ("status", SORT_FIELD),
     "pending_expiry": ("status", "upload_expires_at"),
@@ -58,9 +60,13 @@ RETIRED_INDEXES = (
     ("entity_type", "entity_id"),
     ("uploaded_by",),
     ("display_order", "created_at"),
+    ("entity_type", SORT_FIELD),
+    (SORT_FIELD,),
 )
+BRANCH_QUERIES_AT_ONCE = 4  # per repository (process): see _gathered
 MEDIA_TOTAL = "media"  # the counters document of the maintained total
 ANY_JOB: Any = object()  # `update(job_is=...)` default: whatever job the media shows
+T = TypeVar("T")
 
 
 def eq(value: Any) -> Doc:
@@ -216,6 +222,7 @@ class MongoMediaRepository(MediaRepository):
         self._jobs = self._db["jobs"]
         self._deletions = self._db["deletions"]
         self._counters = self._db["counters"]
+        self._branch_slots = asyncio.Semaphore(BRANCH_QUERIES_AT_ONCE)
 
     async def ensure_indexes(self) -> None:
         with database_errors():
@@ -340,18 +347,35 @@ class MongoMediaRepository(MediaRepository):
                 offset + len(docs) if short else None
             ]
         limit = offset + wanted
-        pages = await asyncio.gather(
-            *(
-                self._media.find(with_range(branch, key_range))
-                .sort(SORT_FIELD, direction)
-                .limit(limit)
-                .to_list()
-                for branch in branches
-            )
-        )
+        lead, *others = branches  # the densest first: a whole entity type, if granted
+        first = await self._page(lead, key_range, direction, limit)
+        if len(first) == limit:  # the others only matter up to where the lead's page ends
+            bound = {"$gte" if descending else "$lte": first[-1][SORT_FIELD]}
+            key_range = {**key_range, **bound}
+        pages = [
+            first,
+            *await self._gathered(self._page(b, key_range, direction, limit) for b in others),
+        ]
         records = [[MediaRecord.from_doc(doc) for doc in page] for page in pages]
         sizes = [len(page) if whole and len(page) < limit else None for page in pages]
+        if len(first) == limit:  # a bounded branch read whole is not its whole size
+            sizes = [sizes[0], *(None for _ in others)]
         return merge(records, descending)[offset : offset + wanted], sizes
+
+    async def _page(self, branch: Doc, key_range: Doc, direction: int, limit: int) -> list[Doc]:
+        cursor = self._media.find(with_range(branch, key_range)).sort(SORT_FIELD, direction)
+        return await cursor.limit(limit).to_list()
+
+    async def _gathered(self, steps: Iterable[Awaitable[T]]) -> list[T]:
+        """Run a request's branch queries a few at a time: the embedded server answers one
+        query at a time anyway, and a burst of new connections while it is busy with a
+        long scan makes the driver give up on it."""
+
+        async def bounded(step: Awaitable[T]) -> T:
+            async with self._branch_slots:
+                return await step
+
+        return list(await asyncio.gather(*(bounded(step) for step in steps)))
 
     async def _count(
         self, query: MediaQuery, branches: list[Doc], known: list[int | None] | None = None
@@ -366,7 +390,7 @@ class MongoMediaRepository(MediaRepository):
             for n, branch in enumerate(branches)
             if sizes is None or sizes[n] is None
         ]
-        counted = sum(await asyncio.gather(*asked))
+        counted = sum(await self._gathered(asked))
         return counted + sum(size for size in sizes or () if size is not None)
 
     async def _count_command(self, where: Doc) -> int:

@@ -20,9 +20,8 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, Future
 from pathlib import Path
 
@@ -85,9 +84,17 @@ class SpoolOwner:
 _owners: dict[tuple[int, Path], SpoolOwner] = {}
 
 
+# The key of `_owners` a folder as given stands for: resolving it walks the path (a system
+# call per component), and every spool file asks.
+_resolved: dict[tuple[int, Path], tuple[int, Path]] = {}
+
+
 def owner_tag(spool_dir: Path) -> str:
     """This process's owner tag in `spool_dir` (taking the lock on first use)."""
-    key = (os.getpid(), spool_dir.resolve())
+    given = (os.getpid(), spool_dir)
+    key = _resolved.get(given)
+    if key is None:
+        key = _resolved[given] = (given[0], spool_dir.resolve())
     owner = _owners.get(key)
     if owner is None:
         owner = _owners[key] = SpoolOwner(key[1])
@@ -181,7 +188,7 @@ def _remove(path: Path) -> int:
 
 
 class SpoolWriter:
-    """Writes one upload to a spool file in a worker thread.
+    """Writes one upload to a spool file in a worker thread, which also creates the file.
 
     Bytes are gathered into ~1 MB batches (or MAX_BATCH_CHUNKS chunks); each batch is hashed
     and written with one writev in the thread pool while the event loop goes on reading the
@@ -191,38 +198,65 @@ class SpoolWriter:
     """
 
     def __init__(self, spool_dir: Path, executor: Executor, suffix: str = "") -> None:
-        prefix = f"upload-{owner_tag(spool_dir)}-"
-        with full_disk_is_507("a spool file"):
-            fd, name = tempfile.mkstemp(dir=spool_dir, prefix=prefix, suffix=suffix)
-        self.path = Path(name)
+        name = f"upload-{owner_tag(spool_dir)}-{secrets.token_hex(8)}{suffix}"
+        self.path = spool_dir / name
         self.size = 0
-        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._fd: int | None = None  # opened and closed by the writing thread (or discard)
         self._hash = hashlib.sha256()
         self._executor = executor
         self._batch: list[bytes] = []
         self._batch_size = 0
-        self._in_flight: Future[None] | None = None
         self._discarded = False
+        # Creating a file is a costly system call (a third of a millisecond on the machines
+        # measured): the thread does it, as the first thing in flight. Its error (a full
+        # disk) is raised where a batch's would be.
+        self._in_flight: Future[None] | None = executor.submit(self._create)
         self._written = 0  # touched only by the writing thread
         self._advised = CACHED_BYTES  # pages before this offset stay cached
 
     async def write(self, data: bytes) -> None:
         """Queue bytes; waits only when the previous batch is still being written."""
+        pending = self.queue(data)
+        if pending is not None:
+            await pending
+
+    def queue(self, data: bytes) -> Awaitable[None] | None:
+        """Queue bytes without a coroutine of their own: the usual chunk only joins the batch,
+        or hands a full one over; something to await comes back only when a full batch must
+        wait for the previous one, still being written."""
         self._batch.append(data)
         self._batch_size += len(data)
         self.size += len(data)
-        if self._batch_size >= FLUSH_BYTES or len(self._batch) >= MAX_BATCH_CHUNKS:
-            await self._wait_in_flight()
-            if not self._discarded:
-                chunks, size = self._take_batch()
-                self._in_flight = self._executor.submit(self._hash_and_write, chunks, size)
+        if self._batch_size < FLUSH_BYTES and len(self._batch) < MAX_BATCH_CHUNKS:
+            return None
+        pending = self._in_flight
+        if pending is not None and not pending.done():
+            return self._hand_over_after(pending)
+        self._hand_over()
+        return None
+
+    async def _hand_over_after(self, pending: Future[None]) -> None:
+        await asyncio.wrap_future(pending)
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Start writing the full batch (the previous one is done: its error is raised here)."""
+        self._collect_in_flight()
+        if not self._discarded:
+            chunks, size = self._take_batch()
+            self._in_flight = self._executor.submit(self._hash_and_write, chunks, size)
 
     async def finish(self) -> str:
-        """Write what is left, fsync, close (one hand-over); returns the sha256 hex digest."""
+        """Write what is left and close (one hand-over); returns the sha256 hex digest.
+
+        No fsync here: the store that takes the file makes it durable (the local store
+        fsyncs it before its rename; S3 keeps a copy of its own), and a second fsync of the
+        same file cost a device flush per upload, a few milliseconds under load.
+        """
         await self._wait_in_flight()
         chunks, size = self._take_batch()
-        done = asyncio.wrap_future(self._executor.submit(self._write_last, chunks, size))
-        await done
+        self._in_flight = self._executor.submit(self._write_last, chunks, size)
+        await self._wait_in_flight()
         return self._hash.hexdigest()
 
     def discard(self) -> None:
@@ -230,23 +264,43 @@ class SpoolWriter:
         if self._discarded:
             return
         self._discarded = True
+        pending = self._in_flight
+        if pending is not None and not pending.done():  # the thread may be creating it
+            pending.add_done_callback(lambda _future: self._remove())
+        else:
+            self._remove()
+
+    def _remove(self) -> None:
+        self._close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        pending = self._in_flight
-        if pending is not None and not pending.done():
-            pending.add_done_callback(lambda _future: self._file.close())
-        else:
-            self._file.close()
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _create(self) -> None:
+        if not self._discarded:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            with full_disk_is_507("a spool file"):
+                self._fd = os.open(self.path, flags, 0o600)
+
+    def _opened(self) -> int:
+        assert self._fd is not None, "the file is created before any batch is written"
+        return self._fd
 
     async def _wait_in_flight(self) -> None:
         """The previous batch is written (its error, a full disk say, is raised here)."""
         pending = self._in_flight
-        if pending is None:
-            return
-        if not pending.done():
+        if pending is not None and not pending.done():
             await asyncio.wrap_future(pending)
-        self._in_flight = None
-        pending.result()
+        self._collect_in_flight()
+
+    def _collect_in_flight(self) -> None:
+        pending, self._in_flight = self._in_flight, None
+        if pending is not None:
+            pending.result()
 
     def _take_batch(self) -> tuple[list[bytes], int]:
         # The chunks go to the thread as they are: joining them would copy every byte once
@@ -258,22 +312,27 @@ class SpoolWriter:
 
     def _hash_and_write(self, chunks: list[bytes], size: int) -> None:
         # hashlib and writev release the GIL on large buffers: this overlaps with the loop.
+        if self._discarded:
+            return
         for chunk in chunks:
             self._hash.update(chunk)
+        fd = self._opened()
         with full_disk_is_507("a spool file"):
-            _write_all(self._file.fileno(), chunks)
+            _write_all(fd, chunks)
         self._written += size
-        self._start_writeback(size)
+        self._start_writeback(fd, size)
 
     def _write_last(self, chunks: list[bytes], size: int) -> None:
+        if self._discarded:
+            return
         if chunks:
             self._hash_and_write(chunks, size)
-        self._close_synced()
+        self._close()
 
-    def _start_writeback(self, length: int) -> None:
+    def _start_writeback(self, fd: int, length: int) -> None:
         """Have the kernel start writing the new bytes out now, without waiting for them.
 
-        Otherwise the whole upload is still dirty in the page cache when `finish` fsyncs it,
+        Otherwise the whole upload is still dirty in the page cache when the store fsyncs it,
         and the client waits for all of it at once. The first CACHED_BYTES stay cached: an
         image is read again within a second to be processed. Past that, what is already on
         disk is dropped, so a large video does not push everything else out of the cache.
@@ -281,18 +340,12 @@ class SpoolWriter:
         if self._written <= CACHED_BYTES:
             if _sync_file_range is not None:  # a hint, like the one below: errors do not matter
                 start = self._written - length
-                _sync_file_range(self._file.fileno(), start, length, _SYNC_FILE_RANGE_WRITE)
+                _sync_file_range(fd, start, length, _SYNC_FILE_RANGE_WRITE)
             return
         with contextlib.suppress(OSError):
-            os.posix_fadvise(self._file.fileno(), self._advised, 0, os.POSIX_FADV_DONTNEED)
+            os.posix_fadvise(fd, self._advised, 0, os.POSIX_FADV_DONTNEED)
         # Pages of the last batches may still be under writeback: look at them again next time.
         self._advised = max(self._advised, self._written - 2 * FLUSH_BYTES)
-
-    def _close_synced(self) -> None:
-        with full_disk_is_507("a spool file"):
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        self._file.close()
 
 
 def _write_all(fd: int, chunks: list[bytes]) -> None:

@@ -7,7 +7,7 @@ size limit is enforced while the bytes arrive, from the extension and then the s
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -120,15 +120,33 @@ class MultipartReceiver:
                 max_segment_count=settings.max_form_parts + max_files,
             )
         except multipart.MultipartError as exc:
-            raise BadRequest(f"Malformed multipart body: {_parser_reason(exc)}") from None
+            raise _malformed(exc) from None
 
-    async def feed(self, chunk: bytes) -> None:
-        """Parse one chunk of the body, spooling file bytes."""
+    def feed(self, chunk: bytes) -> Awaitable[None] | None:
+        """Parse one chunk of the body, spooling file bytes. Most chunks are dealt with at
+        once; something to await comes back only when the spool must wait for a batch being
+        written or a file ends, and the rest of the chunk is parsed after it."""
+        events = self._parser.parse(chunk)
         try:
-            for event in self._parser.parse(chunk):
-                await self._on_event(event)
+            for event in events:
+                pending = self._on_event(event)
+                if pending is not None:
+                    return self._feed_after(pending, events)
         except multipart.MultipartError as exc:
-            raise BadRequest(f"Malformed multipart body: {_parser_reason(exc)}") from None
+            raise _malformed(exc) from None
+        return None
+
+    async def _feed_after(
+        self, pending: Awaitable[None], events: Iterator[multipart.MultipartSegment | bytes | None]
+    ) -> None:
+        await pending
+        try:
+            for event in events:
+                pending_now = self._on_event(event)
+                if pending_now is not None:
+                    await pending_now
+        except multipart.MultipartError as exc:
+            raise _malformed(exc) from None
 
     async def close(self) -> None:
         """The body ended: the stream must be complete; finish the spool files."""
@@ -145,7 +163,7 @@ class MultipartReceiver:
         for received in self.files:
             received.spool.discard()
 
-    async def _on_event(self, event: multipart.MultipartSegment | bytes | None) -> None:
+    def _on_event(self, event: multipart.MultipartSegment | bytes | None) -> Awaitable[None] | None:
         part = self._file
         if isinstance(event, multipart.MultipartSegment):
             self._start_part(event)
@@ -158,12 +176,15 @@ class MultipartReceiver:
             else:
                 self._field_bytes(event)
         else:
+            # A file's own faults (type, size, emptiness) are found here, before anything is
+            # awaited; what an await raises is the spool's (a full disk), never the file's.
             try:
-                await (self._end_file(part) if event is None else self._file_bytes(part, event))
+                return self._end_file(part) if event is None else self._file_bytes(part, event)
             except (BadRequest, TooLarge) as exc:
                 if not self._per_file_errors:
                     raise
                 self._reject(part, exc.message, ended=event is None)
+        return None
 
     def _reject(self, part: _FilePart, message: str, *, ended: bool) -> None:
         part.received.spool.discard()
@@ -208,25 +229,25 @@ class MultipartReceiver:
         window = sniff_window(kind, self._settings)
         return _FilePart(received, limit=self._settings.size_limit(kind.media_type), window=window)
 
-    async def _file_bytes(self, part: _FilePart, data: bytes) -> None:
+    def _file_bytes(self, part: _FilePart, data: bytes) -> Awaitable[None] | None:
         if part.received.size + len(data) > part.limit:
             raise size_error(part.received.kind.media_type, part.limit)
         if not part.sniffed and part.window.feed(data):
             self._check_sniffed(part)
-        await part.received.spool.write(data)
+        return part.received.spool.queue(data)
 
     def _field_bytes(self, data: bytes) -> None:
         if len(self._field_value) + len(data) > self._settings.max_field_size:
             raise BadRequest(f"Field '{_printable(self._field_name or '')}' is too long")
         self._field_value += data
 
-    async def _end_file(self, part: _FilePart) -> None:
+    def _end_file(self, part: _FilePart) -> Awaitable[None]:
         self._file = None
         if part.received.size == 0:
             raise BadRequest("The submitted file is empty")
         if not part.sniffed:
             self._check_sniffed(part)
-        part.received.sha256 = await part.received.spool.finish()
+        return _finish_spool(part.received)
 
     def _end_field(self) -> None:
         name, self._field_name = self._field_name or "", None
@@ -244,6 +265,15 @@ class MultipartReceiver:
             raise BadRequest(
                 f"File content ({sniffed}) does not match its extension '{kind.extension}'"
             )
+
+
+async def _finish_spool(received: ReceivedFile) -> None:
+    received.sha256 = await received.spool.finish()
+
+
+def _malformed(exc: multipart.MultipartError) -> BadRequest:
+    """The parser's complaint as a 400."""
+    return BadRequest(f"Malformed multipart body: {_parser_reason(exc)}")
 
 
 def _parser_reason(exc: Exception) -> str:

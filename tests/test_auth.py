@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mediasvc import auth
 from mediasvc.auth import Principal, TokenAuthority
 from mediasvc.errors import Unauthorized
 from mediasvc.records import MediaRecord
@@ -82,6 +83,27 @@ def test_rs256_with_public_key(tmp_path: object) -> None:
     # An HS256 token signed with the public key as the secret (algorithm confusion) is refused.
     with pytest.raises(Unauthorized):
         authority.verify(_hs256_with(public, claims))
+
+
+def test_a_remembered_token_still_expires() -> None:
+    authority = TokenAuthority(Settings(jwt_leeway=0), TEST_SECRET)
+    expires = int(time.time()) + 1
+    token = jwt.encode({"sub": "u1", "exp": expires}, TEST_SECRET, algorithm="HS256")
+    assert authority.verify(token) == Principal("u1")
+    assert authority.verify(token) == Principal("u1")  # from memory
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    with pytest.raises(Unauthorized, match="Token has expired"):
+        authority.verify(token)
+
+
+def test_remembered_tokens_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "VERIFIED_TOKENS", 2)
+    authority = TokenAuthority(Settings(), TEST_SECRET)
+    tokens = {sub: make_token(sub) for sub in ("a", "b", "c")}
+    for _ in range(2):
+        for sub, token in tokens.items():
+            assert authority.verify(token) == Principal(sub)
+    assert len(authority._verified) == 2
 
 
 def _hs256_with(secret: str, claims: dict[str, object]) -> str:

@@ -822,7 +822,7 @@ def test_a_facet_beside_a_branch_equality_is_a_one_value_range_so_the_branch_ind
     branch_indexes = {
         "idx_media_entity_type_entity_id_sort_key",
         "idx_media_uploaded_by_sort_key",
-        "idx_media_entity_type_sort_key",
+        "idx_media_entity_type_sort_key_search_text",
     }
     for indexes in (_repository_indexes(), _repository_indexes()[::-1]):
         with twin("media", indexes) as repository:

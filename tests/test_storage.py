@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -12,6 +14,7 @@ import pytest
 from botocore.config import Config
 
 from mediasvc.settings import Settings
+from mediasvc.storage.local import LocalBlobStore, UrlSigner
 from tests.support.client import Client
 from tests.support.media import Uploader
 from tests.support.s3 import S3_ACCESS_KEY, S3_SECRET_KEY
@@ -168,3 +171,43 @@ async def test_s3_going_down_is_a_quick_503(tmp_path: Path, samples: dict[str, b
             assert listing.json["count"] == 1  # the refused upload left no record
         finally:
             await service.stop()
+
+
+@pytest.mark.parametrize(
+    "key", ["../outside.jpg", "media/../../outside.jpg", "/etc/passwd", "", ".", "media/.."]
+)
+def test_local_keys_cannot_leave_the_store(tmp_path: Path, key: str) -> None:
+    store = LocalBlobStore(tmp_path / "store", UrlSigner("s" * 32, 60), ThreadPoolExecutor(1))
+    with pytest.raises(ValueError, match="outside the store"):
+        store.path_of(key)
+
+
+def test_local_keys_name_files_inside_the_store(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "store", UrlSigner("s" * 32, 60), ThreadPoolExecutor(1))
+    root = (tmp_path / "store").resolve()
+    assert store.path_of("media/a/b.jpg") == root / "media/a/b.jpg"
+    assert store.path_of("media/./a/../b.jpg") == root / "media/b.jpg"
+
+
+async def test_a_stored_upload_is_fsynced_with_its_folder_before_the_201(
+    client: Client, settings: Settings, samples: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The durability contract of a 201: the file's bytes and its folder entry are on disk.
+    The file is fsynced once (by the store), its folder after the rename."""
+    synced: list[tuple[int, int]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        info = os.fstat(fd)
+        synced.append((info.st_dev, info.st_ino))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    sub = str(uuid.uuid4())
+    caller = Caller(sub, make_token(sub))
+    response = await client.upload(caller.token, "photo.jpg", samples["jpg"], caller.entity)
+    assert response.status == 201, response.body
+    stored = settings.storage_path / f"media/user/{sub}/{response.json['id']}.jpg"
+    file, folder = os.stat(stored), os.stat(stored.parent)
+    assert synced.count((file.st_dev, file.st_ino)) == 1
+    assert (folder.st_dev, folder.st_ino) in synced

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import random
 import uuid
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from mediasvc.app import Service
 from mediasvc.settings import Settings
 from tests.support.client import API, Client, multipart_body
+from tests.support.early import read_answer
 from tests.support.service import spool_files
 from tests.support.tokens import Caller, make_token
 
@@ -246,6 +249,38 @@ async def test_declared_length_over_limit_is_refused_before_reading(
     status_line = await asyncio.wait_for(reader.readline(), timeout=5)
     assert b" 413 " in status_line
     writer.close()
+
+
+async def test_body_arriving_in_uneven_pieces_is_stored_byte_for_byte(
+    service: Service, user: Caller, samples: dict[str, bytes], settings: Settings
+) -> None:
+    # The first bytes come with the request head (buffered by Tornado's stream), the rest
+    # in pieces smaller and larger than a read chunk, some after a pause (read straight
+    # from the socket, or after waiting for it).
+    content = samples["mp4"] + random.randbytes(3 * 1024 * 1024 + 17)
+    body, content_type = multipart_body(user.entity, [("file", "clip.mp4", content)])
+    head = (
+        f"POST {API}/upload/ HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {user.token}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    sizes = [1000, 7, 300_000, 65_536, 1, 1_500_000]
+    writer.write(head + body[: sizes[0]])
+    offset = sizes[0]
+    for size in [*sizes[1:], len(body)]:
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.write(body[offset : offset + size])
+        offset += size
+    await writer.drain()
+    answer = await read_answer(reader)
+    writer.close()
+    assert answer.status == 201, answer.body
+    media = json.loads(answer.body)
+    assert media["file_size"] == len(content)
+    assert media["sha256"] == hashlib.sha256(content).hexdigest()
+    stored = settings.storage_path / f"media/user/{user.sub}/{media['id']}.mp4"
+    assert stored.read_bytes() == content
 
 
 async def test_client_disconnect_mid_upload_leaves_nothing(
