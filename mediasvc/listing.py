@@ -19,7 +19,7 @@ import base64
 import binascii
 import heapq
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from mediasvc.errors import BadRequest
 from mediasvc.records import SORT_KEY, Doc, MediaRecord
@@ -232,8 +232,3 @@ def merge(pages: Iterable[list[MediaRecord]], descending: bool) -> list[MediaRec
     """Branch results (each already in order) merged into one list order."""
     merged = heapq.merge(*pages, key=lambda media: media.sort_key, reverse=descending)
     return list(merged)
-
-
-def first_page(query: MediaQuery) -> MediaQuery:
-    """The same query from its first page."""
-    return replace(query, offset=0, cursor=None)

@@ -10,7 +10,6 @@ File deletions that could not be done yet are kept in ``deletions`` until a swee
 from __future__ import annotations
 
 import asyncio
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -39,6 +38,7 @@ from mediasvc.records import (
     MediaStatus,
     derived_changed,
     derived_fields,
+    now_ms,
     stored_changes,
 )
 
@@ -534,7 +534,7 @@ class MongoMediaRepository(MediaRepository):
     async def record_deletions(
         self, keys: list[str], media_id: str | None, not_before: int
     ) -> None:
-        now = time.time_ns() // 1_000_000
+        now = now_ms()
         upserts = [
             UpdateOne(
                 {"_id": eq(key)},

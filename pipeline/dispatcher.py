@@ -22,7 +22,7 @@ from typing import Any
 from mediasvc import metrics
 from mediasvc.errors import Unavailable
 from mediasvc.pipeline import budget
-from mediasvc.pipeline.jobs import CHEAP, HEAVY, job_summary
+from mediasvc.pipeline.jobs import CHEAP, HEAVY
 from mediasvc.pipeline.pool import WorkerLost, WorkerPool
 from mediasvc.pipeline.queue import JobQueue
 from mediasvc.pipeline.tasks import Limits, TaskResult, TaskSpec, Variant
@@ -194,7 +194,7 @@ class Dispatcher:
 
     async def _process(self, job: JobRecord) -> None:
         # Showing the job as running and reading the media is one round trip.
-        running = job_summary(dataclasses.replace(job, state=JobState.RUNNING))
+        running = dataclasses.replace(job, state=JobState.RUNNING).summary()
         media = await self.repository.update(job.media_id, {"job": running})
         if media is None:
             await self.queue.settle(job.id, JobState.FAILED, "The media was deleted")
@@ -281,7 +281,7 @@ class Dispatcher:
             **changes,
             "status": MediaStatus.READY,
             "error": None,
-            "job": job_summary(settled),
+            "job": settled.summary(),
         }
         updated = await self.repository.update(media.id, finished, job_is=job.id)
         if updated is None:
@@ -348,7 +348,7 @@ class Dispatcher:
             **changes,
             "status": MediaStatus.FAILED,
             "error": reason,
-            "job": job_summary(settled),
+            "job": settled.summary(),
         }
         if await self.repository.update(media.id, failed) is None:
             await self.blobs.delete([v["key"] for v in stored])  # deleted while we worked
@@ -364,7 +364,7 @@ class Dispatcher:
             log.warning("could not hand back job %s; its lease will expire", job.id)
 
     async def _show(self, media_id: str, job: JobRecord) -> None:
-        await self.repository.update(media_id, {"job": job_summary(job)})
+        await self.repository.update(media_id, {"job": job.summary()})
 
     async def _io_call(self, func: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._io, func, *args)

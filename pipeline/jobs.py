@@ -70,8 +70,3 @@ def new_job(
         updated_at=now,
         active_slot=media_id,
     )
-
-
-def job_summary(job: JobRecord) -> dict[str, Any]:
-    """The part of a job shown on its media."""
-    return job.summary()

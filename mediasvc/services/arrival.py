@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from mediasvc.media_types import kind_for_extension, sniff_agrees
-from mediasvc.pipeline.jobs import job_lane, job_summary, new_job
+from mediasvc.pipeline.jobs import job_lane, new_job
 from mediasvc.records import Doc, MediaRecord, MediaStatus, now_ms
 from mediasvc.services.media import MediaService
 from mediasvc.sniffing import read_sniff_head
@@ -63,7 +63,7 @@ async def accept(media: MediaService, record: MediaRecord, changes: Doc) -> Medi
         {
             **changes,
             "status": MediaStatus.PROCESSING if job else MediaStatus.READY,
-            "job": job_summary(job) if job else None,
+            "job": job.summary() if job else None,
             "updated_at": now,
         },
     )

@@ -20,7 +20,6 @@ from mediasvc.pipeline.jobs import (
     applicable_operations,
     default_operations,
     job_lane,
-    job_summary,
     new_job,
 )
 from mediasvc.records import Doc, MediaRecord, MediaStatus, now_ms
@@ -168,7 +167,7 @@ class MediaService:
             else None
         )
         if job is not None:
-            media.job = job_summary(job)
+            media.job = job.summary()
         try:
             await self.repository.insert(media, job)
         except BaseException:
@@ -360,7 +359,7 @@ class MediaService:
         changes = {
             "status": MediaStatus.PROCESSING,
             "error": None,
-            "job": job_summary(job),
+            "job": job.summary(),
             "updated_at": now,
         }
         # A dispatcher may have claimed (or even finished) the job already: it then replaced
