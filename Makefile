@@ -38,7 +38,7 @@ typecheck: setup  ## mypy over the package as installed (handlers and pipeline i
 
 check: lint typecheck test  ## everything CI cares about
 
-bench-upload: setup  ## streaming upload benchmark (500 MB)
+bench-upload: setup  ## streaming upload benchmark (500 MB direct, 400 MB through tus)
 	$(BIN)/python bench/upload.py $(ARGS)
 
 bench-pipeline: setup  ## processing benchmark (24 MP JPEGs)

@@ -11,6 +11,7 @@ setup(
         "mediasvc",
         "mediasvc.services",
         "mediasvc.storage",
+        "mediasvc.uploader",
         "mediasvc.handlers",
         "mediasvc.pipeline",
     ],
@@ -30,6 +31,7 @@ setup(
         "ffmpeg-python>=0.2",
         "boto3>=1.34",
         "prometheus-client>=0.20",
+        "rich>=13",
     ],
     entry_points={"console_scripts": ["mediasvc=mediasvc.cli:main"]},
 )

@@ -217,3 +217,82 @@ def post_file(
         return Answer(response.status, response.read(), sent_at, send_error, headers)
     finally:
         connection.close()
+
+
+# ---------------------------------------------------------------- resumable (tus) uploads
+
+
+@dataclass
+class TusAnswer:
+    """How a tus upload went: the answer to its last PATCH, and the upload's URL path."""
+
+    status: int
+    body: bytes
+    sent_at: float  # time.perf_counter() after the last byte of the last chunk went out
+    location: str
+    requests: int  # the creation and every PATCH
+
+
+def tus_upload(
+    port: int,
+    tus_path: str,
+    path: Path,
+    metadata: str,
+    headers: dict[str, str],
+    chunk_size: int,
+    timeout: float,
+) -> TusAnswer:
+    """Create a tus upload of `path` and PATCH it in `chunk_size` pieces, on one keep-alive
+    connection, each body sent with ``socket.sendfile`` as `post_file` sends its file (no
+    checksum: this measures the server's resumable path, not a client's hashing)."""
+    size = path.stat().st_size
+    tus = {"Tus-Resumable": "1.0.0", **headers}
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(
+            "POST", tus_path, body=b"",
+            headers={**tus, "Upload-Length": str(size), "Upload-Metadata": metadata},
+        )  # fmt: skip
+        created = connection.getresponse()
+        body = created.read()
+        location = created.getheader("Location") or ""
+        if created.status != 201 or not location:
+            return TusAnswer(created.status, body, time.perf_counter(), location, 1)
+        target = "/" + location.split("/", 3)[3] if "://" in location else location
+        offset, requests = 0, 1
+        with open(path, "rb") as file:
+            while offset < size:
+                length = min(chunk_size, size - offset)
+                status, body, sent_at, new = _patch(connection, target, tus, file, offset, length)
+                requests += 1
+                if status != 204 or new != offset + length:
+                    return TusAnswer(status, body, sent_at, target, requests)
+                offset = new
+        return TusAnswer(204, b"", sent_at, target, requests)
+    finally:
+        connection.close()
+
+
+def _patch(
+    connection: http.client.HTTPConnection,
+    target: str,
+    headers: dict[str, str],
+    file: Any,
+    offset: int,
+    length: int,
+) -> tuple[int, bytes, float, int]:
+    """One PATCH of `length` bytes of `file` from `offset`: status, body, when sent, offset."""
+    connection.putrequest("PATCH", target, skip_accept_encoding=True)
+    for name, value in headers.items():
+        connection.putheader(name, value)
+    connection.putheader("Upload-Offset", str(offset))
+    connection.putheader("Content-Type", "application/offset+octet-stream")
+    connection.putheader("Content-Length", str(length))
+    connection.endheaders()
+    assert connection.sock is not None
+    connection.sock.sendfile(file, offset, length)
+    sent_at = time.perf_counter()
+    response = connection.getresponse()
+    body = response.read()
+    new_offset = int(response.getheader("Upload-Offset") or -1)
+    return response.status, body, sent_at, new_offset

@@ -7,9 +7,15 @@ What it measures
     * The same upload against a baseline: a bare Tornado app whose one streaming handler parses
       the multipart body with ``multipart.PushMultipartParser`` and writes the file part to disk
       synchronously. Same HTTPServer ``max_body_size`` and ``chunk_size`` as the service.
-    * The service's peak RSS growth during its uploads (the main process only, not the
+    * Resumable uploads: a 400 MiB file of the same kind through the service's tus endpoint
+      (``/api/v1/drf/media/tus/``), created, then sent in 5 MiB and in 50 MiB PATCHes on one
+      keep-alive connection (sendfile, no checksum), timed until the last PATCH is answered
+      (by then the file is checked and stored, as a direct upload's 201 says it is). Target:
+      the 50 MiB run at >= 0.8 of the direct upload's throughput.
+    * The service's peak RSS growth during each upload (the main process only, not the
       embedded database child): VmHWM after resetting it through ``/proc/<pid>/clear_refs``,
-      or VmRSS sampled every 20 ms when the kernel does not allow the reset.
+      or VmRSS sampled every 20 ms when the kernel does not allow the reset. The largest
+      growth of any run is the figure: memory must stay flat whatever the upload's size.
 
 Why the baseline runs in the same invocation
     These machines are noisy: absolute MB/s change from one minute to the next with the load
@@ -20,7 +26,8 @@ Why the baseline runs in the same invocation
 
 Usage::
 
-    .venv/bin/python bench/upload.py [--size-mb 499] [--repeat 3] [--json] [--workdir DIR]
+    .venv/bin/python bench/upload.py [--size-mb 499] [--tus-size-mb 400] [--tus-chunks-mb 5,50]
+                                     [--repeat 3] [--json] [--workdir DIR]
 
 Figures use MB = 2**20 bytes, as ``mediasvc.settings`` does. The process always exits 0 once
 it has measured something: a missed target is reported as MISSED, not as a failure.
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import http.client
 import json
 import os
@@ -65,19 +73,24 @@ from common import (
     service_command,
     service_default,
     service_env,
+    tus_upload,
     verdict,
     wait_until_answers,
 )
 
 MB = 1024 * 1024
 DEFAULT_SIZE_MB = 499
+DEFAULT_TUS_SIZE_MB = 400
+DEFAULT_TUS_CHUNKS_MB = "5,50"
 DEFAULT_REPEAT = 3
 PAD_BLOCK = MB  # the file is padded with one random block, repeated
 HTTP_CHUNK_SIZE = service_default("http_chunk_size")
 MAX_BODY_SIZE = 600 * MB
 API = "/api/v1/drf/media"
 UPLOAD_PATH = f"{API}/upload/"
+TUS_PATH = f"{API}/tus/"
 RATIO_TARGET = 0.75
+TUS_RATIO_TARGET = 0.8  # the largest-chunk tus run against the direct upload
 RSS_TARGET_MB = 50.0
 UPLOAD_TIMEOUT = 600.0
 SAMPLE_INTERVAL = 0.02
@@ -201,14 +214,17 @@ def baseline_command(port: int, directory: Path) -> list[str]:
 
 @dataclass
 class Target:
-    """One server to upload to; `received_dir` is where the baseline puts what it receives."""
+    """One server to upload to; `received_dir` is where the baseline puts what it receives;
+    a `chunk_size` makes it a tus upload of `file` in PATCHes of that size."""
 
     name: str
     port: int
     path: str
     headers: dict[str, str]
     fields: dict[str, str]
+    file: Path
     received_dir: Path | None = None
+    chunk_size: int | None = None
 
 
 @dataclass
@@ -220,8 +236,11 @@ class Upload:
     answer: dict[str, Any]
 
 
-def upload(target: Target, path: Path) -> Upload:
-    """Stream `path` to the target (see `common.post_file`); time it until the full answer."""
+def upload(target: Target) -> Upload:
+    """Stream the target's file to it (see `common.post_file`); time it until the full answer."""
+    if target.chunk_size is not None:
+        return upload_tus(target, target.chunk_size)
+    path = target.file
     started = time.perf_counter()
     try:
         answer = post_file(
@@ -238,6 +257,36 @@ def upload(target: Target, path: Path) -> Upload:
     done = time.perf_counter()
     size = path.stat().st_size
     checked = checked_answer(target.name, answer.status, answer.body, size, answer.send_error)
+    return Upload(done - started, done - answer.sent_at, checked)
+
+
+def upload_tus(target: Target, chunk_size: int) -> Upload:
+    """Send the target's file through tus in `chunk_size` PATCHes (see `common.tus_upload`);
+    time it until the last PATCH is answered, then check the media it made."""
+    path, size = target.file, target.file.stat().st_size
+    metadata = ",".join(
+        f"{key} {base64.b64encode(value.encode()).decode()}"
+        for key, value in {"filename": path.name, **target.fields}.items()
+    )
+    started = time.perf_counter()
+    try:
+        answer = tus_upload(
+            target.port, target.path, path, metadata, target.headers, chunk_size, UPLOAD_TIMEOUT
+        )
+    except (OSError, http.client.HTTPException) as exc:
+        raise BenchError(f"{target.name}: upload failed: {exc!r}") from None
+    done = time.perf_counter()
+    if answer.status != 204:
+        body = answer.body[:500].decode(errors="replace")
+        raise BenchError(
+            f"{target.name}: status {answer.status} after {answer.requests} requests: {body}"
+        )
+    media_id = answer.location.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        status, raw = request(target.port, "GET", f"{API}/{media_id}/", target.headers)
+    except OSError as exc:
+        raise BenchError(f"{target.name}: GET of the media failed: {exc}") from None
+    checked = checked_answer(target.name, 201 if status == 200 else status, raw, size, None)
     return Upload(done - started, done - answer.sent_at, checked)
 
 
@@ -336,8 +385,11 @@ class Results:
 
     file_bytes: int
     repeat: int
+    tus_file_bytes: int = 0
+    tus_names: list[str] = field(default_factory=list)  # by chunk size, smallest first
     seconds: dict[str, list[float]] = field(default_factory=dict)
     wait_seconds: dict[str, list[float]] = field(default_factory=dict)
+    rss_growth_by_target_mb: dict[str, float] = field(default_factory=dict)  # largest run's
     rss_before_mb: float = 0.0
     rss_peak_mb: float = 0.0
     rss_after_mb: float = 0.0
@@ -348,13 +400,27 @@ class Results:
         self.seconds.setdefault(name, []).append(run.seconds)
         self.wait_seconds.setdefault(name, []).append(run.wait_seconds)
 
+    def add_rss(self, name: str, before_kb: int, peak_kb: int, method: str) -> None:
+        """Record one run's RSS: its growth, and the peak of all runs."""
+        growth = (peak_kb - before_kb) / 1024
+        previous = self.rss_growth_by_target_mb.get(name, growth)
+        self.rss_growth_by_target_mb[name] = max(previous, growth)
+        if not self.rss_method:
+            self.rss_before_mb = before_kb / 1024
+        self.rss_peak_mb = max(self.rss_peak_mb, peak_kb / 1024)
+        self.rss_method = method
+
+    def bytes_of(self, name: str) -> int:
+        """The size of the file the target was sent."""
+        return self.tus_file_bytes if name in self.tus_names else self.file_bytes
+
     def best_mb_s(self, name: str) -> float:
         """Throughput of the fastest run."""
-        return self.file_bytes / MB / min(self.seconds[name])
+        return self.bytes_of(name) / MB / min(self.seconds[name])
 
     def median_mb_s(self, name: str) -> float:
         """Throughput of the median run."""
-        return self.file_bytes / MB / statistics.median(self.seconds[name])
+        return self.bytes_of(name) / MB / statistics.median(self.seconds[name])
 
     def median_wait(self, name: str) -> float:
         """Median seconds between the last byte sent and the full answer."""
@@ -371,9 +437,20 @@ class Results:
         return self.median_mb_s("service") / self.median_mb_s("baseline")
 
     @property
+    def tus_ratio(self) -> float:
+        """The largest-chunk tus run over the direct upload, best runs."""
+        return self.best_mb_s(self.tus_names[-1]) / self.best_mb_s("service")
+
+    @property
+    def tus_median_ratio(self) -> float:
+        """The same, of the medians."""
+        return self.median_mb_s(self.tus_names[-1]) / self.median_mb_s("service")
+
+    @property
     def rss_growth_mb(self) -> float:
-        """Peak RSS during the uploads minus the RSS before them."""
-        return self.rss_peak_mb - self.rss_before_mb
+        """The largest RSS growth of the service during any one upload."""
+        service = [v for k, v in self.rss_growth_by_target_mb.items() if k != "baseline"]
+        return max(service, default=0.0)
 
     def as_json(self) -> dict[str, Any]:
         """The figures, for `--json`."""
@@ -389,13 +466,24 @@ class Results:
             "median_ratio": self.median_ratio,
             "ratio_target": RATIO_TARGET,
             "ratio_ok": self.ratio >= RATIO_TARGET,
+            **self._tus_json(),
             "rss_growth_mb": self.rss_growth_mb,
             "rss_target_mb": RSS_TARGET_MB,
             "rss_ok": self.rss_growth_mb < RSS_TARGET_MB,
         }
 
+    def _tus_json(self) -> dict[str, Any]:
+        if not self.tus_names:
+            return {}
+        return {
+            "tus_ratio": self.tus_ratio,
+            "tus_median_ratio": self.tus_median_ratio,
+            "tus_ratio_target": TUS_RATIO_TARGET,
+            "tus_ratio_ok": self.tus_ratio >= TUS_RATIO_TARGET,
+        }
 
-def service_target(port: int, secret: str) -> Target:
+
+def service_target(port: int, secret: str, video: Path) -> Target:
     """The service's upload endpoint, as a user uploading to their own entity."""
     sub = str(uuid.uuid4())
     token = jwt.encode({"sub": sub, "exp": int(time.time()) + 3600}, secret, algorithm="HS256")
@@ -405,10 +493,24 @@ def service_target(port: int, secret: str) -> Target:
         path=UPLOAD_PATH,
         headers={"Authorization": f"Bearer {token}"},
         fields={"entity_type": "user", "entity_id": sub},
+        file=video,
     )
 
 
-def baseline_target(port: int, received_dir: Path) -> Target:
+def tus_target(service: Target, video: Path, chunk_mb: float) -> Target:
+    """The service's tus endpoint, as the same user, in PATCHes of `chunk_mb` MiB."""
+    return Target(
+        name=f"tus-{chunk_mb:g}MB",
+        port=service.port,
+        path=TUS_PATH,
+        headers=service.headers,
+        fields=service.fields,
+        file=video,
+        chunk_size=int(chunk_mb * MB),
+    )
+
+
+def baseline_target(port: int, received_dir: Path, video: Path) -> Target:
     """The baseline's upload endpoint; it gets the same form fields as the service."""
     return Target(
         name="baseline",
@@ -416,38 +518,51 @@ def baseline_target(port: int, received_dir: Path) -> Target:
         path="/upload/",
         headers={},
         fields={"entity_type": "user", "entity_id": str(uuid.uuid4())},
+        file=video,
         received_dir=received_dir,
     )
 
 
-def run_rounds(targets: list[Target], video: Path, results: Results) -> None:
-    """`repeat` rounds of one upload per target; the order flips every round."""
+def run_rounds(targets: list[Target], results: Results, service_pid: int) -> None:
+    """`repeat` rounds of one upload per target; the order flips every round. The service's
+    RSS is measured over each of its uploads."""
     for round_no in range(results.repeat):
         order = targets if round_no % 2 == 0 else targets[::-1]
         for target in order:
             os.sync()  # no dirty pages, of this run or another, left to write back mid-run
-            run = upload(target, video)
+            peak = PeakRss(service_pid)
+            peak.start()
+            run = upload(target)
+            if target.name != "baseline":
+                results.add_rss(target.name, peak.before_kb, peak.stop(), peak.method)
+            else:
+                peak.stop()
             discard_upload(target, run.answer)
             results.add(target.name, run)
             progress(
-                f"  run {round_no + 1}/{results.repeat} {target.name:<8}: {run.seconds:6.2f} s"
-                f"  {results.file_bytes / MB / run.seconds:7.1f} MB/s"
+                f"  run {round_no + 1}/{results.repeat} {target.name:<9}: {run.seconds:6.2f} s"
+                f"  {results.bytes_of(target.name) / MB / run.seconds:7.1f} MB/s"
                 f"  (answer {run.wait_seconds:.2f} s after the last byte)"
             )
 
 
-def benchmark(workdir: Path, size: int, repeat: int) -> Results:
-    """Create the file, start both servers, upload in alternation, measure the service's RSS."""
-    video = workdir / "bench.mp4"
+def benchmark(
+    workdir: Path, size: int, repeat: int, tus_size: int, tus_chunks_mb: list[float]
+) -> Results:
+    """Create the files, start both servers, upload in alternation, measure the service's RSS."""
+    video, tus_video = workdir / "bench.mp4", workdir / "bench-tus.mp4"
     progress(f"creating a {size / MB:.1f} MiB test video in {workdir}")
     make_test_video(video, size)
+    if tus_chunks_mb:
+        progress(f"creating a {tus_size / MB:.1f} MiB test video for the tus runs")
+        make_test_video(tus_video, tus_size)
     secret = secrets.token_urlsafe(36)  # 48 characters
     env = service_env(secret, SERVICE_SETTINGS)
     service_port, baseline_port = free_port(), free_port()
     received_dir = workdir / "baseline"
     received_dir.mkdir()
     service_log, baseline_log = workdir / "service.log", workdir / "baseline.log"
-    results = Results(file_bytes=size, repeat=repeat)
+    results = Results(file_bytes=size, repeat=repeat, tus_file_bytes=tus_size)
     try:
         with (
             running(service_command(workdir / "svc", service_port), service_log, env) as service,
@@ -456,17 +571,12 @@ def benchmark(workdir: Path, size: int, repeat: int) -> Results:
             progress("starting the service and the baseline server")
             wait_until_answers(service, service_port, f"{API}/", 401, service_log)
             wait_until_answers(base, baseline_port, "/", 404, baseline_log)
-            targets = [
-                service_target(service_port, secret),
-                baseline_target(baseline_port, received_dir),
-            ]
-            peak = PeakRss(service.pid)
-            peak.start()
-            run_rounds(targets, video, results)
-            results.rss_peak_mb = peak.stop() / 1024
-            results.rss_before_mb = peak.before_kb / 1024
+            direct = service_target(service_port, secret, video)
+            tus = [tus_target(direct, tus_video, mb) for mb in sorted(tus_chunks_mb)]
+            results.tus_names = [target.name for target in tus]
+            targets = [direct, baseline_target(baseline_port, received_dir, video), *tus]
+            run_rounds(targets, results, service.pid)
             results.rss_after_mb = proc_status_kb(service.pid, "VmRSS") / 1024
-            results.rss_method = peak.method
     finally:
         tail = log_tail(service_log)
         if tail:
@@ -485,14 +595,35 @@ def report(results: Results) -> str:
         f"median {results.median_mb_s('baseline'):.1f} MB/s)",
         f"ratio     : {results.ratio:.2f} (target >= {RATIO_TARGET})  "
         f"{verdict(results.ratio >= RATIO_TARGET)}   [of the medians: {results.median_ratio:.2f}]",
-        f"peak RSS growth of the service: {results.rss_growth_mb:.1f} MB "
+        *tus_report(results),
+        f"peak RSS growth of the service in one upload: {results.rss_growth_mb:.1f} MB "
         f"(target < {RSS_TARGET_MB:.0f} MB)  {verdict(results.rss_growth_mb < RSS_TARGET_MB)}",
+        "  by upload: "
+        + ", ".join(f"{k} {v:.1f} MB" for k, v in results.rss_growth_by_target_mb.items()),
         f"  RSS {results.rss_before_mb:.1f} MB before, {results.rss_peak_mb:.1f} MB peak, "
         f"{results.rss_after_mb:.1f} MB after ({results.rss_method})",
         f"  median wait for the answer after the last byte: service "
         f"{results.median_wait('service'):.2f} s, baseline {results.median_wait('baseline'):.2f} s",
     ]
     return "\n".join(lines)
+
+
+def tus_report(results: Results) -> list[str]:
+    """The tus lines of the report: throughput per chunk size, the ratio to the direct upload."""
+    if not results.tus_names:
+        return []
+    runs = f"best of {results.repeat}"
+    lines = [
+        f"{name:<10}: {results.best_mb_s(name):.1f} MB/s ({runs}; median "
+        f"{results.median_mb_s(name):.1f} MB/s; {results.tus_file_bytes / MB:.0f} MiB file)"
+        for name in results.tus_names
+    ]
+    ok = results.tus_ratio >= TUS_RATIO_TARGET
+    lines.append(
+        f"{results.tus_names[-1]} / service: {results.tus_ratio:.2f} (target >= "
+        f"{TUS_RATIO_TARGET})  {verdict(ok)}   [of the medians: {results.tus_median_ratio:.2f}]"
+    )
+    return lines
 
 
 # ---------------------------------------------------------------- command line
@@ -507,6 +638,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_SIZE_MB,
         help="test file size in MiB (499; the service takes videos up to 500)",
     )
+    parser.add_argument(
+        "--tus-size-mb", type=float, default=DEFAULT_TUS_SIZE_MB,
+        help="file size of the tus runs in MiB (400)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tus-chunks-mb", default=DEFAULT_TUS_CHUNKS_MB,
+        help="PATCH sizes of the tus runs in MiB, comma-separated (5,50); empty: no tus runs",
+    )  # fmt: skip
     parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="uploads per server (3)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--workdir", type=Path, help="parent of the temporary folder (/tmp)")
@@ -514,8 +653,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--baseline-server", nargs=2, metavar=("PORT", "DIR"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
-    if args.size_mb <= 0 or args.repeat < 1:
-        parser.error("--size-mb must be positive and --repeat at least 1")
+    if args.size_mb <= 0 or args.tus_size_mb <= 0 or args.repeat < 1:
+        parser.error("--size-mb and --tus-size-mb must be positive and --repeat at least 1")
+    try:
+        args.tus_chunks_mb = [float(mb) for mb in args.tus_chunks_mb.split(",") if mb.strip()]
+    except ValueError:
+        parser.error("--tus-chunks-mb takes MiB figures, comma-separated: 5,50")
+    if any(mb <= 0 for mb in args.tus_chunks_mb):
+        parser.error("--tus-chunks-mb must be positive")
     return args
 
 
@@ -528,7 +673,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         with tempfile.TemporaryDirectory(prefix="bench-upload-", dir=args.workdir) as tmp:
-            results = benchmark(Path(tmp), int(args.size_mb * MB), args.repeat)
+            results = benchmark(
+                Path(tmp), int(args.size_mb * MB), args.repeat,
+                int(args.tus_size_mb * MB), args.tus_chunks_mb,
+            )  # fmt: skip
     except BenchError as exc:
         print(f"upload benchmark failed: {exc}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""The `mediasvc` command: serve, token, config."""
+"""The `mediasvc` command: serve, token, config, upload, and the operations commands."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from mediasvc.embedded_db import EmbeddedDatabaseError, run_database
 from mediasvc.errors import MediaError
 from mediasvc.secretfiles import resolve_secrets
 from mediasvc.settings import Settings, SettingsError, load_settings, render
+from mediasvc.uploader.options import add_parser as add_upload_parser
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--ttl", type=int, help="lifetime in seconds")
     commands.add_parser("config", parents=[common], help="print the effective settings")
+    add_upload_parser(commands, [common])
     commands.add_parser(
         "database",
         parents=[common],
@@ -74,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "token":
         return _token(settings, args)
+    if args.command == "upload":
+        from mediasvc.uploader.command import run as upload  # rich, only when uploading
+
+        return upload(settings, args)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "MEDIASVC_"
+# Variables of the same prefix that are no settings: the token `mediasvc upload` sends (a
+# shell that exports it must still be able to run the other commands).
+CLIENT_VARIABLES = frozenset({"MEDIASVC_TOKEN"})
 MB = 1024 * 1024
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": MB, "mb": MB, "mib": MB}
@@ -758,7 +761,7 @@ def load_settings(
         values.update(_read_config_file(config_file, by_name))
     env = os.environ if environ is None else environ
     for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX):
+        if not key.startswith(ENV_PREFIX) or key in CLIENT_VARIABLES:
             continue
         name = key[len(ENV_PREFIX) :].lower()
         if name not in by_name:

@@ -2,4 +2,6 @@
 `client` (HTTP against the service), `tokens` (signed tokens and callers), `service` (settings
 of a service under test, what it leaves on disk), `samples` (small media of each kind), `s3`
 (a SeaweedFS server), `media` (uploads and the pipeline), `process` (`mediasvc serve` as a
-subprocess), `early` (early answers), `vips`, `database` (an embedded database of its own)."""
+subprocess), `early` (early answers), `vips`, `database` (an embedded database of its own),
+`tus` (tus requests), `proxy` (a TCP proxy that slows, counts and cuts connections),
+`upload_cli` (`mediasvc upload` as a subprocess)."""
