@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
-import json
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +19,7 @@ import pytest
 from mediasvc.app import Service, start_service
 from mediasvc.cli import main
 from mediasvc.uploader.retry import Backoff
+from mediasvc.uploader.state import ResumeState
 from tests.support.client import API, Client
 from tests.support.early import MB, send_head
 from tests.support.proxy import Proxy
@@ -72,12 +72,14 @@ async def entity_media(client: Client, caller: Caller) -> list[dict[str, Any]]:
 
 
 def state_url(state: Path) -> str | None:
-    """The one upload URL the state file remembers, once it does."""
-    try:
-        uploads = json.loads(state.read_text())["uploads"]
-    except (OSError, ValueError, KeyError):
+    """The one unfinished upload's URL the state remembers, once it does."""
+    if not state.exists():
         return None
-    return next((entry["url"] for entry in uploads.values()), None)
+    remembered = ResumeState(state)
+    try:
+        return next(iter(remembered.unfinished()), None)
+    finally:
+        remembered.close()
 
 
 async def until(condition: Callable[[], Any], timeout: float = 30) -> Any:
@@ -110,7 +112,7 @@ async def test_a_folder_of_mixed_media_is_uploaded_processed_and_reported_as_jso
     env = cli_env(user.token, tmp_path)
     done = await mediasvc_upload(
         "shoot", "--entity", f"user:{user.sub}", "--server", client.base, "--wait", "--json",
-        "--concurrency", "3", "--chunk-size", "64KB", "--state", str(tmp_path / "state.json"),
+        "--concurrency", "3", "--chunk-size", "64KB", "--state", str(tmp_path / "state.db"),
         env=env, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.err
@@ -130,7 +132,41 @@ async def test_a_folder_of_mixed_media_is_uploaded_processed_and_reported_as_jso
             assert media["thumbnail_url"], media
     names = sorted(m["filename"] for m in await entity_media(client, user))
     assert names == sorted(Path(p).name for p in MEDIA)  # nothing hidden, nothing refused
-    assert json.loads((tmp_path / "state.json").read_text())["uploads"] == {}
+    assert state_url(tmp_path / "state.db") is None
+
+
+async def test_a_re_run_sends_only_what_is_not_stored_yet(
+    client: Client, user: Caller, samples: dict[str, bytes], tmp_path: Path
+) -> None:
+    make_tree(tmp_path / "tree", samples, MEDIA)
+    args = (
+        "tree", "--entity", f"user:{user.sub}", "--server", client.base, "--json",
+        "--state", str(tmp_path / "state.db"),
+    )  # fmt: skip
+    env = cli_env(user.token, tmp_path)
+    first = (await mediasvc_upload(*args, env=env, cwd=tmp_path)).by_path()
+    assert not any(line["uploaded_earlier"] for line in first.values())
+    stored = await entity_media(client, user)
+    assert len(stored) == len(MEDIA)
+
+    gone = first["tree/photos/beach.jpg"]["media_id"]
+    deleted = await client.request("DELETE", f"{API}/{gone}/", token=user.token)
+    assert deleted.status == 204
+    again = await mediasvc_upload(*args, env=env, cwd=tmp_path)
+    assert again.returncode == 0, again.err
+    lines = again.by_path()
+    sent = {shown for shown, line in lines.items() if not line["uploaded_earlier"]}
+    assert sent == {"tree/photos/beach.jpg"}  # only the one whose media was deleted
+    for shown, line in lines.items():
+        if shown in sent:
+            assert line["media_id"] != gone
+        else:
+            assert line["media_id"] == first[shown]["media_id"], line
+    assert len(await entity_media(client, user)) == len(MEDIA)
+
+    forced = await mediasvc_upload(*args, "--again", env=env, cwd=tmp_path)
+    assert not any(line["uploaded_earlier"] for line in forced.lines)
+    assert len(await entity_media(client, user)) == 2 * len(MEDIA)
 
 
 async def test_include_globs_choose_files_in_folders(
@@ -150,9 +186,9 @@ async def test_include_globs_choose_files_in_folders(
         "beach.jpg",
         "paper.pdf",
     ]
-    # the state went to $XDG_STATE_HOME, and holds nothing once every file is done
-    state = tmp_path / "mediasvc" / "uploads.json"
-    assert json.loads(state.read_text())["uploads"] == {}
+    # the state went to $XDG_STATE_HOME, and holds no unfinished upload once all are done
+    state = tmp_path / "mediasvc" / "uploads.db"
+    assert state.exists() and state_url(state) is None
 
 
 async def test_a_killed_run_is_continued_by_the_next_from_the_servers_offset(
@@ -160,7 +196,7 @@ async def test_a_killed_run_is_continued_by_the_next_from_the_servers_offset(
 ) -> None:
     content = text_of(24 * MB, seed="killed")
     (tmp_path / "long.txt").write_bytes(content)
-    state = tmp_path / "state.json"
+    state = tmp_path / "state.db"
     args = (
         "long.txt", "--entity", f"user:{user.sub}", "--server", proxy.url, "--json",
         "--chunk-size", "1MB", "--state", str(state),
@@ -201,7 +237,7 @@ async def test_ctrl_c_stops_the_run_and_keeps_the_upload_to_continue(
     client: Client, proxy: Proxy, user: Caller, tmp_path: Path
 ) -> None:
     (tmp_path / "slow.txt").write_bytes(text_of(8 * MB, seed="ctrl-c"))
-    state = tmp_path / "state.json"
+    state = tmp_path / "state.db"
     proxy.rate = 2 * MB
     run = await start_upload(
         "slow.txt", "--entity", f"user:{user.sub}", "--server", proxy.url, "--json",
@@ -233,7 +269,7 @@ async def test_connections_cut_mid_chunk_are_resumed_within_the_run(
     proxy.cut_at = 4 * MB + 300_000  # in the middle of the fifth 1 MB chunk
     done = await mediasvc_upload(
         "report.txt", "--entity", f"user:{user.sub}", "--server", proxy.url, "--json",
-        "--chunk-size", "1MB", "--checksum", "sha256", "--state", str(tmp_path / "s.json"),
+        "--chunk-size", "1MB", "--checksum", "sha256", "--state", str(tmp_path / "s.db"),
         env=cli_env(user.token, tmp_path), cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.err
@@ -271,7 +307,7 @@ async def test_429_is_retried_as_retry_after_says_until_a_slot_is_free(
         await until(lambda: service.context.uploads.count == 1)
         content = text_of(2 * MB, seed="busy")
         (tmp_path / "later.txt").write_bytes(content)
-        state = tmp_path / "state.json"
+        state = tmp_path / "state.db"
         run = await start_upload(
             "later.txt", "--entity", f"user:{user.sub}", "--server", client.base, "--json",
             "--chunk-size", "1MB", "--retries", "30", "--state", str(state),
@@ -297,7 +333,7 @@ async def test_a_refused_file_fails_the_run_and_the_table_says_why(
     (tmp_path / "fake.png").write_bytes(b"plain text and not a PNG image\n" * 100)
     done = await mediasvc_upload(
         "good.jpg", "fake.png", "--entity", f"user:{user.sub}", "--server", client.base,
-        "--state", str(tmp_path / "state.json"),
+        "--state", str(tmp_path / "state.db"),
         env=cli_env(user.token, tmp_path), cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 1, done.err

@@ -68,6 +68,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("mediasvc upload: interrupted; run it again to continue", file=sys.stderr)
         return 130
+    finally:
+        checked.state.close()
 
 
 def _checked(settings: Settings, args: argparse.Namespace) -> Run:
@@ -107,6 +109,7 @@ def _plan(settings: Settings, args: argparse.Namespace) -> Plan:
         server=server, token=token.strip(), entity_type=entity_type, entity_id=entity_id,
         chunk_size=chunk_size, checksum=None if args.checksum == "none" else args.checksum,
         timeout=args.timeout, backoff=Backoff(attempts=args.retries), fields=fields,
+        again=args.again,
     )  # fmt: skip
 
 

@@ -50,8 +50,12 @@ def add_parser(
     )  # fmt: skip
     upload.add_argument(
         "--state", metavar="FILE",
-        help="where unfinished uploads are remembered (default: "
-        "$XDG_STATE_HOME/mediasvc/uploads.json, else ~/.local/state/mediasvc/uploads.json)",
+        help="where uploads begun and finished are remembered (default: "
+        "$XDG_STATE_HOME/mediasvc/uploads.db, else ~/.local/state/mediasvc/uploads.db)",
+    )  # fmt: skip
+    upload.add_argument(
+        "--again", action="store_true",
+        help="send files again that an earlier run stored (by default they are left alone)",
     )  # fmt: skip
     upload.add_argument("--wait", action="store_true", help="wait until every media is processed")
     upload.add_argument(

@@ -116,7 +116,7 @@ class Live(Silent):
             if task is not None:
                 self.bars.remove_task(task)
             missing = source.size - self._done.get(source.shown, 0)
-            if outcome.failed and missing:  # the total counts only what can still go
+            if (outcome.failed or outcome.earlier) and missing:  # only what still goes
                 self.total_bytes -= missing
                 self.bars.update(self.total, total=self.total_bytes)
         self.console.print(_line(outcome))
@@ -172,17 +172,21 @@ def notes(outcomes: list[Outcome]) -> list[Text]:
         if outcome.error:
             style = "red" if outcome.failed else "yellow"
             lines.append(Text(f"* {outcome.shown}: {outcome.error}", style=style))
+        elif outcome.earlier:
+            lines.append(Text(f"  {outcome.shown}: stored by an earlier run, not sent again"))
         elif outcome.resumed_at:
             lines.append(Text(f"  {outcome.shown}: resumed at {size_text(outcome.resumed_at)}"))
     return lines
 
 
 def totals_line(outcomes: list[Outcome]) -> str:
-    """`3 uploaded, 1 failed, 2 skipped`."""
+    """`3 uploaded, 1 failed, 2 skipped` (and `4 stored earlier` when a re-run found some)."""
     failed = sum(o.failed for o in outcomes)
     skipped = sum(o.status == "skipped" for o in outcomes)
-    uploaded = len(outcomes) - failed - skipped
-    return f"{uploaded} uploaded, {failed} failed, {skipped} skipped"
+    earlier = sum(o.earlier and not o.failed for o in outcomes)
+    uploaded = len(outcomes) - failed - skipped - earlier
+    stored = f", {earlier} stored earlier" if earlier else ""
+    return f"{uploaded} uploaded{stored}, {failed} failed, {skipped} skipped"
 
 
 def json_lines(outcomes: Iterable[Outcome]) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from mediasvc.uploader.http import Connections, FileRegion, Stopped
 from mediasvc.uploader.retry import Backoff, GaveUp, Retrier
 from mediasvc.uploader.sources import Source
-from mediasvc.uploader.state import ResumeState, key_of
+from mediasvc.uploader.state import Remembered, ResumeState, key_of
 from mediasvc.uploader.tus import (
     ChunkDigests,
     Gone,
@@ -48,6 +48,7 @@ class Plan:
     timeout: float
     backoff: Backoff
     fields: dict[str, str] = field(default_factory=dict)  # title, description, alt_text
+    again: bool = False  # send files the state says are stored already
 
     @property
     def entity(self) -> str:
@@ -66,6 +67,7 @@ class Outcome:
     error: str | None = None
     resumed_at: int = 0
     retries: int = 0
+    earlier: bool = False  # stored by an earlier run: nothing was sent
 
     @property
     def failed(self) -> bool:
@@ -82,6 +84,7 @@ class Outcome:
             "seconds": round(self.seconds, 3),
             "resumed_at": self.resumed_at,
             "retries": self.retries,
+            "uploaded_earlier": self.earlier,
             "error": self.error,
         }
 
@@ -161,24 +164,44 @@ class Transfer:
 
     def _upload(self, source: Source, outcome: Outcome, retrier: Retrier) -> None:
         key = key_of(self.plan.server, self.plan.entity, source)
+        remembered = self.state.recall(key)
+        if remembered.media_id and not self.plan.again:
+            if self._stored_earlier(key, remembered.media_id, outcome, retrier):
+                return
+            remembered = Remembered()
         try:
-            url, offset = self._resume_or_create(source, key, retrier)
+            url, offset = self._resume_or_create(source, key, remembered.url, retrier)
             outcome.media_id, outcome.resumed_at = media_id_of(url), offset
             self.progress.moved(source, offset)
             self._send(source, url, offset, retrier)
         except Refused:
             self.state.forget(key)  # refused or gone for good: a re-run starts afresh
             raise
-        self.state.forget(key)
+        self.state.finished(key, media_id_of(url))
         record = retrier.run(lambda: self.client().media(media_id_of(url)))
-        outcome.status = str(record.get("status"))
-        if outcome.status == "failed":
-            outcome.error = str(record.get("error") or "processing failed")
+        _settle(outcome, record)
 
-    def _resume_or_create(self, source: Source, key: str, retrier: Retrier) -> tuple[str, int]:
+    def _stored_earlier(
+        self, key: str, media_id: str, outcome: Outcome, retrier: Retrier
+    ) -> bool:
+        """Whether an earlier run's media of this file still exists (then it is this file's
+        outcome); a media deleted since is forgotten and the file is sent again."""
+        try:
+            record = retrier.run(lambda: self.client().media(media_id))
+        except Refused as exc:
+            if exc.status != 404:
+                raise
+            self.state.forget(key)
+            return False
+        outcome.media_id, outcome.earlier = media_id, True
+        _settle(outcome, record)
+        return True
+
+    def _resume_or_create(
+        self, source: Source, key: str, url: str | None, retrier: Retrier
+    ) -> tuple[str, int]:
         """The remembered upload and the server's offset, or a new upload at 0."""
         client = self.client()
-        url = self.state.url(key)
         if url is not None:
             try:
                 return url, retrier.run(lambda: client.offset(url))
@@ -232,6 +255,13 @@ class Transfer:
 
     def _sent_counter(self, source: Source) -> Callable[[int], None]:
         return lambda count: self.progress.sent(source, count)
+
+
+def _settle(outcome: Outcome, record: dict[str, Any]) -> None:
+    """The outcome takes the media's status (and its reason, if processing failed)."""
+    outcome.status = str(record.get("status"))
+    if outcome.status == "failed":
+        outcome.error = str(record.get("error") or "processing failed")
 
 
 def _size_of(file: Any) -> int:
@@ -295,7 +325,5 @@ def _poll(client: TusClient, outcome: Outcome) -> bool:
     except Refused as exc:
         outcome.status, outcome.error = "failed", str(exc)
         return True
-    outcome.status = str(record.get("status"))
-    if outcome.status == "failed":
-        outcome.error = str(record.get("error") or "processing failed")
+    _settle(outcome, record)
     return outcome.status in SETTLED
