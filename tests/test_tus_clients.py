@@ -15,7 +15,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from tusclient.client import TusClient
@@ -151,58 +151,138 @@ def _offset(server: Server, token: str, url: str) -> int | None:
         return None
 
 
-def test_a_server_killed_mid_upload_is_resumed_without_losing_a_byte(tmp_path: Path) -> None:
-    """SIGKILL `mediasvc serve` while a PATCH streams; start it again on the same data and
-    port; tuspy retries, asks for the offset and goes on; the stored file is the source."""
-    content = text(64 * MB, seed="durable")
+def write_text_file(path: Path, size: int) -> str:
+    """A plain-text file of `size` bytes written a MiB at a time; its sha256."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        for block in range(-(-size // MB)):
+            piece = text(min(MB, size - block * MB), seed=f"block {block:06d}")
+            digest.update(piece)
+            out.write(piece)
+    return digest.hexdigest()
+
+
+class TuspyRun:
+    """tuspy in a thread, uploading a file in 40 MB PATCHes and retrying through a restart."""
+
+    def __init__(self, url: str, token: str, path: Path, fields: dict[str, str]) -> None:
+        self.created: str | None = None
+        self.failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(url, token, path, fields))
+        self._thread.start()
+
+    def _run(self, url: str, token: str, path: Path, fields: dict[str, str]) -> None:
+        try:
+            with open(path, "rb") as file:  # tuspy leaves a file it opened itself open
+                self._upload(url, token, file, fields)
+        except BaseException as exc:  # reported by the test thread
+            self.failure = exc
+
+    def _upload(self, url: str, token: str, file: IO[bytes], fields: dict[str, str]) -> None:
+        client = TusClient(url, headers={"Authorization": f"Bearer {token}"})
+        uploader = client.uploader(
+            file_stream=file, chunk_size=40 * MB, retries=120, retry_delay=0.25, metadata=fields
+        )
+        self.created = uploader.create_url()
+        uploader.set_url(self.created)
+        uploader.offset = 0
+        uploader.upload()
+
+    def finish(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "tuspy did not finish"
+        assert self.failure is None, self.failure
+
+
+class NodeRun:
+    """tus-js-client in Node, uploading a file in 40 MB PATCHes; it prints the upload URL as
+    soon as it has one and retries for half a minute, long enough for a restart."""
+
+    def __init__(self, base: str, token: str, path: Path, fields: dict[str, str]) -> None:
+        self.created: str | None = None
+        env = {
+            **os.environ, "BASE_URL": base, "TOKEN": token, "FILE_PATH": str(path),
+            "METADATA": json.dumps(fields), "CHUNK_SIZE": str(40 * MB),
+            "RETRY_DELAYS": json.dumps([250] * 120),
+        }  # fmt: skip
+        self._process = subprocess.Popen(
+            ["node", str(JS / "tus_upload.mjs")], env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        self._lines: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self._lines.append(json.loads(line))
+            self.created = self.created or self._lines[-1].get("created")
+
+    def finish(self, timeout: float) -> None:
+        with self._process:  # closes the pipes
+            try:
+                self._process.wait(timeout)
+            finally:
+                self._process.kill()
+                self._reader.join(5)
+            assert self._process.stderr is not None
+            errors = self._process.stderr.read()
+        assert self._process.returncode == 0, errors
+        assert self._lines and "error" not in self._lines[-1], self._lines
+
+
+@pytest.mark.parametrize("client", ["tuspy", "tus-js-client"])
+def test_a_server_killed_mid_upload_is_resumed_without_losing_a_byte(
+    client: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """SIGKILL `mediasvc serve` while a PATCH of a 200 MB upload streams; start it again on
+    the same data and port; the client retries, asks for the offset and goes on; the stored
+    file is the source, byte for byte."""
+    if client == "tus-js-client":
+        request.getfixturevalue("node_modules")
+    source = tmp_path / "big.txt"
+    sha256 = write_text_file(source, 200 * MB)
     data = tmp_path / "var"
     limits = {"max_document_size": str(256 * MB)}
     server = Server(data, **limits)
     port, sub = server.port, str(uuid.uuid4())
     token = server.token(sub)
-    created: dict[str, str] = {}
-    failure: list[BaseException] = []
-
-    def upload() -> None:
-        try:
-            client = TusClient(f"{server.url(TUS)}", headers={"Authorization": f"Bearer {token}"})
-            uploader = client.uploader(
-                file_stream=io.BytesIO(content), chunk_size=40 * MB, retries=60, retry_delay=0.25,
-                metadata={"filename": "big.txt", "entity_type": "user", "entity_id": sub},
-            )  # fmt: skip
-            created["url"] = uploader.create_url()
-            uploader.set_url(created["url"])
-            uploader.offset = 0
-            uploader.upload()
-        except BaseException as exc:  # reported by the test thread
-            failure.append(exc)
-
-    worker = threading.Thread(target=upload)
-    worker.start()
+    fields = {"filename": "big.txt", "entity_type": "user", "entity_id": sub}
+    run: TuspyRun | NodeRun = (
+        TuspyRun(server.url(TUS), token, source, fields)
+        if client == "tuspy"
+        else NodeRun(server.url(""), token, source, fields)
+    )
     later = None
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # the first 16 MiB of a 40 MB PATCH are committed
-            url = created.get("url")
-            if url and (_offset(server, token, url) or 0) >= 16 * MB:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # some of a 40 MB PATCH is committed, not all
+            url = run.created
+            if url and (_offset(server, token, url) or 0) >= 56 * MB:
                 break
             time.sleep(0.02)
-        server.kill()  # SIGKILL while the PATCH still streams
+        server.kill()  # SIGKILL while a PATCH still streams
+        assert run.created is not None
         later = Server(data, port=port, **limits)
-        after_restart = _offset(later, token, created["url"])
-        worker.join(timeout=90)
-        assert not worker.is_alive() and not failure, failure
-        assert after_restart is not None and after_restart >= 16 * MB  # what a 204 or a commit said
-        media_id = created["url"].rsplit("/", 1)[-1]
-        media = later.settled(token, media_id)
-        assert media["status"] == "ready" and media["file_size"] == len(content)
+        after_restart = _offset(later, token, run.created)
+        assert after_restart is not None and after_restart >= 56 * MB  # what was committed
+        run.finish(timeout=180)
+        media_id = run.created.rsplit("/", 1)[-1]
+        media = later.settled(token, media_id, timeout=120)
+        assert media["status"] == "ready" and media["file_size"] == 200 * MB
         (stored,) = (data / "media").rglob(f"{media_id}.txt")  # the original in the store
-        assert (
-            hashlib.sha256(stored.read_bytes()).hexdigest() == hashlib.sha256(content).hexdigest()
-        )
-        assert media["sha256"] == hashlib.sha256(content).hexdigest()
+        assert file_sha256(stored) == sha256 == media["sha256"]
     finally:
-        worker.join(timeout=5)
         server.kill()
         if later is not None:
             later.stop()
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read a MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while piece := file.read(MB):
+            digest.update(piece)
+    return digest.hexdigest()

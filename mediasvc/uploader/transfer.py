@@ -181,9 +181,7 @@ class Transfer:
         record = retrier.run(lambda: self.client().media(media_id_of(url)))
         _settle(outcome, record)
 
-    def _stored_earlier(
-        self, key: str, media_id: str, outcome: Outcome, retrier: Retrier
-    ) -> bool:
+    def _stored_earlier(self, key: str, media_id: str, outcome: Outcome, retrier: Retrier) -> bool:
         """Whether an earlier run's media of this file still exists (then it is this file's
         outcome); a media deleted since is forgotten and the file is sent again."""
         try:
