@@ -59,10 +59,10 @@ from mediasvc.records import (
 SORT_FIELD = "sort_key"
 # Every list shape's index: an equality prefix, then the sort key (see mediasvc.listing).
 MEDIA_INDEXES = {
-    "by_entity_key": ("entity_type", "entity_id", SORT_FIELD),
-    "by_uploader_key": ("uploaded_by", SORT_FIELD),
-    # These two carry the search text too: a search over a whole entity type (or, for an
-    # admin, everything) reads it from the index instead of from each record.
+    # The branch indexes carry the search text after the sort key: a search reads it from
+    # the index instead of from each record (the embedded server's records are JSON text).
+    "by_entity_key_text": ("entity_type", "entity_id", SORT_FIELD, "search_text"),
+    "by_uploader_key_text": ("uploaded_by", SORT_FIELD, "search_text"),
     "by_type_key_text": ("entity_type", SORT_FIELD, "search_text"),
     "by_key_text": (SORT_FIELD, "search_text"),
     "by_media_type_key": ("media_type", SORT_FIELD),
@@ -76,6 +76,8 @@ RETIRED_INDEXES = (
     ("display_order", "created_at"),
     ("entity_type", SORT_FIELD),
     (SORT_FIELD,),
+    ("entity_type", "entity_id", SORT_FIELD),
+    ("uploaded_by", SORT_FIELD),
 )
 BRANCH_QUERIES_AT_ONCE = 4  # per repository (process): see _gathered
 MEDIA_TOTAL = "media"  # the counters document of the maintained totals

@@ -129,7 +129,7 @@ def test_migrate_by_hand_then_again_changes_nothing(tmp_path: Path) -> None:
         indexes = database.run(database.db["media"].index_information()).values()
         keys = {tuple(key for key, _ in index["key"]) for index in indexes}
         old = {tuple(key for key, _ in spec) for spec in OLD_INDEXES.values()}
-        assert ("entity_type", "entity_id", "sort_key") in keys
+        assert ("entity_type", "entity_id", "sort_key", "search_text") in keys
         assert not keys & old  # what no query uses is dropped
     finally:
         database.close()
