@@ -9,8 +9,11 @@ an index; `$or`/`$and` in a find and implicit equalities are not (see docs/opera
 
 The branches used to *fetch* are disjoint (the uploads branch leaves out entities another
 branch covers), so merging never sees a record twice. *Counting* uses the cheapest exact
-shape: one `count` of an `$or` of plain `$eq` arms when there is no search (an `$or`
-counts each record once and is index-served), else the sum of the disjoint branches' counts.
+shape (a `Count`): a whole entity type, a whole media type or everything is a total the
+repository maintains; other records are counted with one `count` of an `$or` of plain `$eq`
+arms (an `$or` counts each record once and is index-served), minus the caller's uploads that
+a maintained total has counted already; a search counts each disjoint branch, and a branch
+whose fetch read it whole counts itself.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import binascii
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 
 from mediasvc.errors import BadRequest
 from mediasvc.records import SORT_KEY, Doc, MediaRecord
@@ -93,11 +97,6 @@ class MediaQuery:
     offset: int = 0
     cursor: Cursor | None = None
 
-    @property
-    def unfiltered(self) -> bool:
-        """Everything, for an admin: its count is the maintained total."""
-        return self.visibility is None and not self.filters.items() and not self.search
-
 
 @dataclass(frozen=True)
 class MediaPage:
@@ -109,12 +108,25 @@ class MediaPage:
     has_more: bool
 
 
+Total = tuple[str, str]  # a maintained total: ("entity_types", "user"), ("media_types", "video")
+ALL: Total = ("all", "")  # every record
+
+
+@dataclass(frozen=True)
+class Count:
+    """How a query's total is made: maintained totals plus the counts of disjoint filters."""
+
+    totals: tuple[Total, ...] = ()
+    add: tuple[Doc, ...] = ()
+    by_branch: bool = False  # `add` are the fetch branches, in order: one read whole counts itself
+
+
 @dataclass(frozen=True)
 class Plan:
     """The database filters that answer a query."""
 
     fetch: list[Doc]  # disjoint branches, merged by sort key
-    count: list[Doc]  # summed; one `$or` filter when that is exact and index-served
+    count: Count
 
 
 def _eq(value: str) -> Doc:
@@ -136,15 +148,59 @@ def plan(query: MediaQuery) -> Plan:
         base["$expr"] = contains("search_text", query.search.lower())
     visibility = query.visibility
     if visibility is None or _one_covered_entity(query.filters, visibility):
-        return Plan([_facets_narrowing(base)], [_facets_narrowing(base)])
+        branch = _facets_narrowing(base)
+        if set(branch) == {"$expr"}:  # everything searched: see _EVERY_KEY
+            branch["sort_key"] = _EVERY_KEY
+        return Plan([branch], _count_of(branch))
     grants = [_facets_narrowing(arm) for arm in _grant_arms(base, query.filters, visibility)]
     uploads = _uploads_arm(base, query.filters, visibility)
     fetch = [*grants, *([_facets_narrowing(uploads)] if uploads is not None else [])]
-    if query.search or len(fetch) < 2:
-        return Plan(fetch, fetch)
-    # No `$nin` in the count: its `$or` counts a record once however many arms match it.
+    if len(fetch) == 1:
+        return Plan(fetch, _count_of(fetch[0]))
+    if query.search:
+        return Plan(fetch, Count(add=tuple(fetch), by_branch=True))
+    # No `$nin` in a count: its `$or` counts a record once however many arms match it, and
+    # an arm that does not translate to SQL makes the whole count a Python scan.
     plain = _facets_narrowing({**base, "uploaded_by": _eq(visibility.uploader)})
-    return Plan(fetch, [{"$or": [*grants, plain]}])
+    if query.filters.items():
+        return Plan(fetch, Count(add=(_any_of([*grants, plain]),)))
+    return Plan(fetch, _unfiltered_count(grants, plain, visibility))
+
+
+def _unfiltered_count(grants: list[Doc], plain: Doc, visibility: Visibility) -> Count:
+    """Everything a caller may see: each granted type's maintained total, and one `$or` of
+    the other entities and of the caller's uploads outside the granted types (the entity
+    arms never lie in one). "Outside" is a range between two granted types, not a `$nin`:
+    each arm then translates to SQL and the embedded server's count stays index-served."""
+    types = sorted(visibility.entity_types)
+    entities = [arm for arm in grants if "entity_id" in arm]
+    uploads = [{**plain, "entity_type": gap} for gap in _gaps(types)] if types else [plain]
+    return Count(
+        totals=tuple(("entity_types", entity_type) for entity_type in types),
+        add=(_any_of([*entities, *uploads]),),
+    )
+
+
+def _gaps(values: list[str]) -> list[Doc]:
+    """String ranges that together hold every string but these values (sorted, not none)."""
+    bounds: list[Doc] = [{"$lt": values[0]}]
+    bounds += [{"$gt": low, "$lt": high} for low, high in pairwise(values)]
+    return [*bounds, {"$gt": values[-1]}]
+
+
+def _count_of(branch: Doc) -> Count:
+    """One branch's count: a maintained total when the branch is a whole one."""
+    if not branch:
+        return Count(totals=(ALL,))
+    if len(branch) == 1:
+        ((name, condition),) = branch.items()
+        if name in ("entity_type", "media_type") and set(condition) == {"$eq"}:
+            return Count(totals=((f"{name}s", condition["$eq"]),))
+    return Count(add=(branch,), by_branch=True)
+
+
+def _any_of(arms: list[Doc]) -> Doc:
+    return arms[0] if len(arms) == 1 else {"$or": arms}
 
 
 def _facets_narrowing(branch: Doc) -> Doc:
@@ -165,6 +221,10 @@ def _facets_narrowing(branch: Doc) -> Doc:
     return narrowed
 
 
+# A range every sort key is in. Beside a search over everything it changes no answer, but
+# the embedded server's SQLite then walks the (sort key, search text) index instead of the
+# records: an admin's search of 200,000 records counted in 77 ms instead of 1.4 s.
+_EVERY_KEY: Doc = {"$gte": ""}
 _FACETS = ("media_type", "status")
 _BRANCH_FIELDS = {"entity_type", "entity_id", "uploaded_by"}
 
@@ -209,6 +269,33 @@ def _uploads_arm(base: Doc, filters: MediaFilters, visibility: Visibility) -> Do
     if slots:
         arm["entity_slot"] = {"$nin": slots}
     return arm
+
+
+def probe(branches: list[Doc]) -> Doc:
+    """One filter whose records' entity slots tell which of these branches have records
+    (`holding`): each branch without its `$nin` terms, which keeps every record of it and
+    lets the `$or` translate to SQL, where one index search serves each arm."""
+    return _any_of([{k: v for k, v in b.items() if "$nin" not in v} for b in branches])
+
+
+def holding(branches: list[Doc], slots: Iterable[str]) -> list[Doc]:
+    """The branches that may have records in these entity slots (`<type>:<id>`)."""
+    entities = [tuple(slot.split(":", 1)) for slot in slots]
+    return [b for b in branches if any(_may_hold(b, t, i) for t, i in entities)]
+
+
+def _may_hold(branch: Doc, entity_type: str, entity_id: str) -> bool:
+    """Whether the branch's entity terms allow this entity (a term it does not know: yes)."""
+    values = {
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "entity_slot": f"{entity_type}:{entity_id}",
+    }
+    for name, value in values.items():
+        term = branch.get(name, {})
+        if ("$eq" in term and term["$eq"] != value) or value in term.get("$nin", ()):
+            return False
+    return True
 
 
 def window(query: MediaQuery) -> tuple[Doc, int, int]:

@@ -10,7 +10,9 @@ File deletions that could not be done yet are kept in ``deletions`` until a swee
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
@@ -27,7 +29,19 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 from mediasvc.errors import Unavailable
-from mediasvc.listing import MediaPage, MediaQuery, merge, plan, window, with_range
+from mediasvc.listing import (
+    ALL,
+    Count,
+    MediaPage,
+    MediaQuery,
+    Total,
+    holding,
+    merge,
+    plan,
+    probe,
+    window,
+    with_range,
+)
 from mediasvc.migrations import migrate_media
 from mediasvc.records import (
     ACTIVE_JOB_STATES,
@@ -45,10 +59,10 @@ from mediasvc.records import (
 SORT_FIELD = "sort_key"
 # Every list shape's index: an equality prefix, then the sort key (see mediasvc.listing).
 MEDIA_INDEXES = {
-    "by_entity_key": ("entity_type", "entity_id", SORT_FIELD),
-    "by_uploader_key": ("uploaded_by", SORT_FIELD),
-    # These two carry the search text too: a search over a whole entity type (or, for an
-    # admin, everything) reads it from the index instead of from each record.
+    # The branch indexes carry the search text after the sort key: a search reads it from
+    # the index instead of from each record (the embedded server's records are JSON text).
+    "by_entity_key_text": ("entity_type", "entity_id", SORT_FIELD, "search_text"),
+    "by_uploader_key_text": ("uploaded_by", SORT_FIELD, "search_text"),
     "by_type_key_text": ("entity_type", SORT_FIELD, "search_text"),
     "by_key_text": (SORT_FIELD, "search_text"),
     "by_media_type_key": ("media_type", SORT_FIELD),
@@ -62,17 +76,30 @@ RETIRED_INDEXES = (
     ("display_order", "created_at"),
     ("entity_type", SORT_FIELD),
     (SORT_FIELD,),
+    ("entity_type", "entity_id", SORT_FIELD),
+    ("uploaded_by", SORT_FIELD),
 )
 BRANCH_QUERIES_AT_ONCE = 4  # per repository (process): see _gathered
-MEDIA_TOTAL = "media"  # the counters document of the maintained total
+MEDIA_TOTAL = "media"  # the counters document of the maintained totals
+TOTAL_MAPS = ("entity_types", "media_types")  # maintained totals by these fields
 ANY_JOB: Any = object()  # `update(job_is=...)` default: whatever job the media shows
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def eq(value: Any) -> Doc:
     """An explicit equality: index-served on every wire server (an implicit `{f: v}` is not,
     on the embedded one)."""
     return {"$eq": value}
+
+
+def totals_change(records: Iterable[MediaRecord], sign: int = 1) -> dict[str, int]:
+    """The `$inc` of the maintained totals for these records (entity types are identifiers:
+    no dot or `$` in a field path)."""
+    change: Counter[str] = Counter()
+    for media in records:
+        change.update(("n", f"entity_types.{media.entity_type}", f"media_types.{media.media_type}"))
+    return {name: sign * n for name, n in change.items()}
 
 
 class PrimaryTaken(Exception):
@@ -292,7 +319,7 @@ class MongoMediaRepository(MediaRepository):
         # and its job then go together, in one round trip's time.
         with database_errors():
             await self._media.insert_one(media.to_doc())
-        steps = [self._count_media(1), *([self.insert_job(job)] if job is not None else [])]
+        steps = [self._count_media([media]), *([self.insert_job(job)] if job is not None else [])]
         results = await asyncio.gather(*steps, return_exceptions=True)
         for outcome in results:
             if isinstance(outcome, BaseException):
@@ -302,7 +329,7 @@ class MongoMediaRepository(MediaRepository):
         if records:
             with database_errors():
                 await self._media.insert_many([media.to_doc() for media in records])
-                await self._count_media(len(records))
+                await self._count_media(records)
 
     async def get(self, media_id: str) -> MediaRecord | None:
         with database_errors():
@@ -312,18 +339,18 @@ class MongoMediaRepository(MediaRepository):
     async def list_media(self, query: MediaQuery) -> MediaPage:
         """Each branch of the query's plan fetched and merged by sort key, and counted.
 
-        A count is cheap from an index and runs beside the fetch. A search's count reads
-        every record of its branches, so it runs after: a branch whose fetch came back short
-        of its limit has been read whole and counts itself (a miss, or a rare hit, costs one
-        pass instead of two)."""
+        A count is cheap from an index or a maintained total and runs beside the fetch. A
+        search's count reads every record of its branches, so it runs after: a branch whose
+        fetch came back short of its limit has been read whole and counts itself (a miss, or
+        a rare hit, costs one pass instead of two)."""
         branches = plan(query)
         with database_errors():
             if query.search:
                 fetched, sizes = await self._fetch(query, branches.fetch)
-                count = await self._count(query, branches.count, sizes)
+                count = await self._count(branches.count, sizes)
             else:
                 (fetched, _), count = await asyncio.gather(
-                    self._fetch(query, branches.fetch), self._count(query, branches.count)
+                    self._fetch(query, branches.fetch), self._count(branches.count)
                 )
         has_more = len(fetched) > query.limit
         items = fetched[: query.limit]
@@ -334,7 +361,12 @@ class MongoMediaRepository(MediaRepository):
     async def _fetch(
         self, query: MediaQuery, branches: list[Doc]
     ) -> tuple[list[MediaRecord], list[int | None]]:
-        """The merged page, and each branch's size when its fetch read it whole."""
+        """The merged page, and each branch's size when its fetch read it whole.
+
+        Without a search the other branches are fetched only up to where the densest one's
+        page ends (most then come back empty). A search fetches each branch up to a page
+        instead, all at once: its small branches then come back short and count themselves,
+        which saves a count each."""
         key_range, offset, wanted = window(query)
         descending = query.cursor is not None and query.cursor.before
         direction = DESCENDING if descending else ASCENDING
@@ -347,20 +379,34 @@ class MongoMediaRepository(MediaRepository):
                 offset + len(docs) if short else None
             ]
         limit = offset + wanted
-        lead, *others = branches  # the densest first: a whole entity type, if granted
-        first = await self._page(lead, key_range, direction, limit)
-        if len(first) == limit:  # the others only matter up to where the lead's page ends
-            bound = {"$gte" if descending else "$lte": first[-1][SORT_FIELD]}
-            key_range = {**key_range, **bound}
-        pages = [
-            first,
-            *await self._gathered(self._page(b, key_range, direction, limit) for b in others),
-        ]
+        if query.search:
+            steps = (self._page(branch, key_range, direction, limit) for branch in branches)
+            pages, bounded = await self._gathered(steps), False
+        else:
+            pages, bounded = await self._bounded_pages(branches, key_range, direction, limit)
         records = [[MediaRecord.from_doc(doc) for doc in page] for page in pages]
         sizes = [len(page) if whole and len(page) < limit else None for page in pages]
-        if len(first) == limit:  # a bounded branch read whole is not its whole size
-            sizes = [sizes[0], *(None for _ in others)]
+        if bounded:  # a bounded branch read whole is not its whole size
+            sizes = [sizes[0], *(None for _ in branches[1:])]
         return merge(records, descending)[offset : offset + wanted], sizes
+
+    async def _bounded_pages(
+        self, branches: list[Doc], key_range: Doc, direction: int, limit: int
+    ) -> tuple[list[list[Doc]], bool]:
+        """The lead branch's page (the densest first: a whole entity type, if granted), then
+        the others' up to where the lead's ends, of those that have records that far (most
+        have none); and whether they were so bounded (their sizes are then not known)."""
+        lead, *others = branches
+        first = await self._page(lead, key_range, direction, limit)
+        bounded = len(first) == limit
+        if bounded:
+            bound = {"$gte" if direction == DESCENDING else "$lte": first[-1][SORT_FIELD]}
+            key_range = {**key_range, **bound}
+            if len(others) > 1:  # which of them have records that far: one query, not one each
+                ranged = probe([with_range(branch, key_range) for branch in others])
+                others = holding(others, await self._media.distinct("entity_slot", ranged))
+        rest = await self._gathered(self._page(b, key_range, direction, limit) for b in others)
+        return [first, *rest], bounded
 
     async def _page(self, branch: Doc, key_range: Doc, direction: int, limit: int) -> list[Doc]:
         cursor = self._media.find(with_range(branch, key_range)).sort(SORT_FIELD, direction)
@@ -377,49 +423,87 @@ class MongoMediaRepository(MediaRepository):
 
         return list(await asyncio.gather(*(bounded(step) for step in steps)))
 
-    async def _count(
-        self, query: MediaQuery, branches: list[Doc], known: list[int | None] | None = None
-    ) -> int:
-        """The sum of the branches' counts; `known` ones (aligned with `branches`) are
-        not asked of the database."""
-        if query.unfiltered:
-            return await self._media_total()
-        sizes = known if known is not None and len(known) == len(branches) else None
+    async def _count(self, count: Count, known: list[int | None] | None = None) -> int:
+        """Maintained totals plus the counted filters; sizes `known` from the fetch (aligned
+        with its branches) are not asked of the database."""
+        sizes = known if count.by_branch and known and len(known) == len(count.add) else None
         asked = [
-            self._count_command(branch)
-            for n, branch in enumerate(branches)
+            self._count_filter(where)
+            for n, where in enumerate(count.add)
             if sizes is None or sizes[n] is None
         ]
-        counted = sum(await self._gathered(asked))
-        return counted + sum(size for size in sizes or () if size is not None)
+        totals = [self._maintained(count.totals)] if count.totals else []
+        counted = await self._gathered([*asked, *totals])
+        return sum(counted) + sum(n for n in sizes or () if n is not None)
 
-    async def _count_command(self, where: Doc) -> int:
+    async def _count_filter(self, where: Doc) -> int:
         """The `count` command: index-served on every wire server (pymongo's
-        `count_documents` is an aggregation that the embedded server runs in Python)."""
+        `count_documents` is an aggregation that the embedded server runs in Python).
+
+        Except for a search beyond one entity or uploader: the embedded server's `count`
+        reads each record its `$expr` matches into Python, where an aggregation's `$match`
+        then `$count` is one SQL count (after a count of the whole collection: a fixed cost
+        that pays off only for a branch that can match many)."""
+        if "$expr" in where and not {"entity_id", "uploaded_by"} & set(where):
+            pipeline: list[Doc] = [{"$match": where}, {"$count": "n"}]
+            counted = await (await self._media.aggregate(pipeline)).to_list()
+            return int(counted[0]["n"]) if counted else 0
         answer = await self._db.command("count", self._media.name, query=where)
         return int(answer["n"])
 
-    async def _media_total(self) -> int:
+    async def _maintained(self, totals: tuple[Total, ...]) -> int:
+        """The sum of some maintained totals (an absent key: no such record)."""
         counter = await self._counters.find_one({"_id": eq(MEDIA_TOTAL)})
-        if counter is None:  # first use: count once
-            return await self.recount()
-        return int(counter["n"])
+        if counter is None or any(name not in counter for name in TOTAL_MAPS):
+            await self.recount()  # first use, or the totals of an earlier version
+            counter = await self._counters.find_one({"_id": eq(MEDIA_TOTAL)}) or {}
+        return sum(
+            int(counter.get("n", 0)) if total == ALL else int(counter[total[0]].get(total[1], 0))
+            for total in totals
+        )
 
-    async def _count_media(self, change: int) -> None:
+    async def _count_media(self, records: Sequence[MediaRecord], sign: int = 1) -> None:
+        """Move the maintained totals by these records (inserted; or deleted, -1).
+
+        Never by an upsert: the embedded server's upsert stores a dotted `$inc` key as one
+        flat field name. With no totals yet they are counted instead (the records are in)."""
         with database_errors():
-            await self._counters.update_one(
-                {"_id": eq(MEDIA_TOTAL)}, {"$inc": {"n": change}}, upsert=True
+            result = await self._counters.update_one(
+                {"_id": eq(MEDIA_TOTAL)}, {"$inc": totals_change(records, sign)}
             )
+            if not result.matched_count:
+                await self.recount()
 
     async def recount(self) -> int:
-        """Set the maintained total to a fresh count (it drifts only if a process dies
-        between a record's insert or delete and its count)."""
+        """Set the maintained totals to fresh counts, each an index-served `count`.
+
+        They drift only if a process dies between a record's insert or delete and the move
+        of its totals; `migrate` (at every start-up) finds such a drift and recounts."""
         with database_errors():
-            total = await self._count_command({})
+            total = await self._count_filter({})
+            entity_types = await self._counted_by("entity_type")
+            media_types = await self._counted_by("media_type")
             await self._counters.update_one(
-                {"_id": eq(MEDIA_TOTAL)}, {"$set": {"n": total}}, upsert=True
+                {"_id": eq(MEDIA_TOTAL)},
+                {"$set": {"n": total, "entity_types": entity_types, "media_types": media_types}},
+                upsert=True,
             )
         return total
+
+    async def _counted_by(self, field: str) -> dict[str, int]:
+        values = [value for value in await self._media.distinct(field) if isinstance(value, str)]
+        return {value: await self._count_filter({field: eq(value)}) for value in values}
+
+    async def totals_drifted(self) -> bool:
+        """Whether the maintained totals disagree with a count of the records, or with each
+        other: what a process that died between a write and the move of its totals leaves."""
+        with database_errors():
+            counter = await self._counters.find_one({"_id": eq(MEDIA_TOTAL)})
+            if counter is None or any(name not in counter for name in TOTAL_MAPS):
+                return True
+            total = await self._count_filter({})
+        sums = [sum(int(n) for n in counter[name].values()) for name in TOTAL_MAPS]
+        return any(n != total for n in (int(counter["n"]), *sums))
 
     async def increment(self, media_id: str, counter: str) -> MediaRecord | None:
         with database_errors():
@@ -471,7 +555,8 @@ class MongoMediaRepository(MediaRepository):
             if doc is None:
                 return None
             await asyncio.gather(
-                self._jobs.delete_many({"media_id": eq(media_id)}), self._count_media(-1)
+                self._jobs.delete_many({"media_id": eq(media_id)}),
+                self._count_media([MediaRecord.from_doc(doc)], -1),
             )
         return MediaRecord.from_doc(doc)
 
@@ -522,7 +607,11 @@ class MongoMediaRepository(MediaRepository):
         return [MediaRecord.from_doc(doc) for doc in docs]
 
     async def migrate(self) -> dict[str, int]:
-        return await migrate_media(self._db, self._media, self.recount)
+        report = await migrate_media(self._db, self._media, self.recount)
+        if await self.totals_drifted():
+            total = await self.recount()
+            log.warning("the maintained media totals had drifted: recounted %d records", total)
+        return report
 
     async def insert_job(self, job: JobRecord) -> None:
         try:

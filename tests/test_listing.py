@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,6 +32,7 @@ TYPES = ["user", "service", "practitioner"]
 MEDIA_TYPES = ["image", "video", "audio", "document"]
 STATUSES = [status.value for status in MediaStatus]
 TEXTS = ["", "Cat", "cat.JPG", "a.b", "Dog cat", "ÉTÉ", "x_y", "100%"]
+ADMIN = Principal(str(uuid.UUID(int=0xAD)), roles=frozenset({"admin"}))
 SEARCHES = ["", "cat", "CAT", "a.b", ".", "é", "dog c", "%", "zzz", "jpg"]
 
 
@@ -177,6 +179,73 @@ def test_the_unfiltered_admin_count_is_the_maintained_total(database: Database) 
     assert database.run(database.repository.list_media(admin)).count == len(records)
     database.run(database.repository.delete(records[0].id))
     assert database.run(database.repository.list_media(admin)).count == len(records) - 1
+
+
+def test_totals_follow_inserts_and_deletes_and_serve_the_counts(database: Database) -> None:
+    """The maintained totals (all, per entity type, per media type) move with every insert
+    and delete, with no recount: a caller with a `type:*` grant, an admin's media type list
+    and a whole granted type are counted from them, and equal a brute-force count."""
+    repository = database.repository
+    types = [*TYPES, "practice-group_2"]  # an identifier may hold `-` and `_`
+    records = [
+        MediaRecord.new(
+            entity=(types[n % 4], IDS[n % 3]),
+            uploaded_by=IDS[n % 2],
+            kind_media_type=MEDIA_TYPES[n % 3],
+            content_type="application/octet-stream",
+            extension="bin",
+            filename=f"{n}.bin",
+            now=1_700_000_000_000 + n,
+        )
+        for n in range(14)
+    ]
+    gone = {records[3].id, records[9].id}
+    kept = [media for media in records if media.id not in gone]
+
+    async def write() -> None:
+        await database.db["media"].delete_many({})
+        await database.db["counters"].delete_many({})
+        await repository.insert(records[0])  # no totals yet: counted
+        await repository.insert_many(records[1:9])
+        for media in records[9:]:
+            await repository.insert(media)
+        for media_id in (*gone, str(uuid.uuid4())):
+            await repository.delete(media_id)
+
+    database.run(write())
+    assert not database.run(repository.totals_drifted())
+    counter = database.run(database.db["counters"].find_one({"_id": "media"}))
+    assert counter["n"] == len(kept)
+    for name, field in (("entity_types", "entity_type"), ("media_types", "media_type")):
+        held = {key: n for key, n in counter[name].items() if n}
+        assert held == Counter(getattr(media, field) for media in kept)
+
+    grantee = Principal(IDS[0], entities=frozenset({"practitioner:*", f"service:{IDS[1]}"}))
+    queries = [
+        (grantee, MediaQuery(MediaFilters(), "", grantee.visibility(), 3)),
+        (grantee, MediaQuery(MediaFilters("practitioner"), "", grantee.visibility(), 3)),
+        (ADMIN, MediaQuery(MediaFilters(media_type="video"), "", None, 3)),
+        (ADMIN, MediaQuery(MediaFilters("practice-group_2"), "", None, 3)),
+        (ADMIN, MediaQuery(MediaFilters(), "", None, 3)),
+    ]
+    for principal, query in queries:
+        want = expected(kept, principal, query)
+        page = database.run(repository.list_media(query))
+        assert page.count == len(want) and [m.id for m in page.items] == want[:3]
+
+
+def test_drifted_totals_are_recounted_by_migrate(database: Database) -> None:
+    """What a process that died between a write and the move of its totals leaves is found
+    at the next start-up (`migrate`) and recounted."""
+    records = database.run(_seeded(database, 5))
+    counters = database.db["counters"]
+    for drift in ({"n": 4}, {"entity_types.service": 7}, {"media_types": {}}):
+        database.run(counters.update_one({"_id": "media"}, {"$set": drift}))
+        assert database.run(database.repository.totals_drifted())
+        database.run(database.repository.migrate())
+        assert not database.run(database.repository.totals_drifted())
+        counter = database.run(counters.find_one({"_id": "media"}))
+        assert counter["n"] == len(records) and counter["entity_types"] == {"service": 5}
 
 
 async def _seeded(database: Database, count: int) -> list[MediaRecord]:

@@ -129,7 +129,7 @@ def test_migrate_by_hand_then_again_changes_nothing(tmp_path: Path) -> None:
         indexes = database.run(database.db["media"].index_information()).values()
         keys = {tuple(key for key, _ in index["key"]) for index in indexes}
         old = {tuple(key for key, _ in spec) for spec in OLD_INDEXES.values()}
-        assert ("entity_type", "entity_id", "sort_key") in keys
+        assert ("entity_type", "entity_id", "sort_key", "search_text") in keys
         assert not keys & old  # what no query uses is dropped
     finally:
         database.close()
@@ -151,3 +151,27 @@ def test_a_migration_cut_short_goes_on_from_where_it_stopped(memory_db: Database
     assert memory_db.run(memory_db.repository.migrate()) == {"migrated": 0}
     missing = memory_db.run(media.count_documents({"sort_key": {"$exists": False}}))
     assert missing == 0
+
+
+def test_version_2_gets_its_totals_counted_and_no_record_rewritten(memory_db: Database) -> None:
+    """Records of version 2 already carry their derived fields: going to version 3 only
+    counts the totals per entity type and media type."""
+    entities = [("service", ENTITY), ("user", OWNER), ("service", OWNER)]
+    docs = [MediaRecord.from_doc(old_record(n, entities[n % 3])).to_doc() for n in range(9)]
+    media = memory_db.db["media"]
+    memory_db.run(media.insert_many(docs))
+    memory_db.run(memory_db.db["meta"].insert_one({"_id": "media_schema", "version": 2}))
+    memory_db.run(memory_db.db["counters"].insert_one({"_id": "media", "n": 9}))
+    before = memory_db.run(media.find({}).sort("_id", ASCENDING).to_list())
+
+    assert memory_db.run(memory_db.repository.migrate()) == {"migrated": 0}
+    assert memory_db.run(media.find({}).sort("_id", ASCENDING).to_list()) == before
+    counter = memory_db.run(memory_db.db["counters"].find_one({"_id": "media"}))
+    assert counter == {
+        "_id": "media",
+        "n": 9,
+        "entity_types": {"service": 6, "user": 3},
+        "media_types": {"image": 9},
+    }
+    meta = memory_db.run(memory_db.db["meta"].find_one({"_id": "media_schema"}))
+    assert meta["version"] == 3
