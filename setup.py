@@ -30,6 +30,7 @@ setup(
         "ffmpeg-python>=0.2",
         "boto3>=1.34",
         "prometheus-client>=0.20",
+        "msgspec>=0.23",
     ],
     entry_points={"console_scripts": ["mediasvc=mediasvc.cli:main"]},
 )
