@@ -9,6 +9,7 @@ mediasvc/models.py) show this server's values, and so does any `{setting}` in a 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -171,14 +172,14 @@ class _Builder:
     def schema(self, declared: Any) -> Schema:
         """A declared schema as is; a type (model, enum, constrained type) as msgspec has it;
         a tuple of types as any of them (msgspec refuses untagged unions of models)."""
-        if isinstance(declared, dict):
-            return declared
         if isinstance(declared, tuple):
             return {"anyOf": [self.schema(one) for one in declared]}
-        (schema,), parts = msgspec.json.schema_components(
-            [declared], schema_hook=_binary, ref_template=REF
-        )
-        self._components.update(parts)
+        schema = declared
+        if not isinstance(declared, dict):
+            (schema,), parts = msgspec.json.schema_components(
+                [declared], schema_hook=_binary, ref_template=REF
+            )
+            self._components.update(parts)
         settled: Schema = _settle(schema, self.settings)
         return settled
 
@@ -235,31 +236,26 @@ class _Builder:
     def header(self, header: Header) -> Schema:
         """One header of an answer."""
         required = {"required": True} if header.required else {}
-        schema = self.schema(header.schema)
-        return {"description": header.description, **required, "schema": schema}
+        return {"description": header.description, **required, "schema": self.schema(header.schema)}
 
     def param(self, param: Param) -> Schema:
-        """One parameter."""
-        described = {"description": param.description} if param.description else {}
+        """One parameter (a path parameter is always required)."""
         required = param.required or param.where == "path"
-        schema = self.schema(param.schema)
-        return {"name": param.name, "in": param.where, "required": required, **described} | {
-            "schema": schema
-        }
+        done: Schema = {"name": param.name, "in": param.where, "required": required}
+        described = {"description": param.description} if param.description else {}
+        return {**done, **described, "schema": self.schema(param.schema)}
 
     def _query(self, model: type | None) -> list[Schema]:
         """The fields of a model as query parameters (the model is no component itself)."""
         if model is None:
             return []
         self.schema(model)
-        schema = _settle(self._components.pop(model.__name__), self.settings)
-        params = []
-        for name, prop in schema["properties"].items():
-            described = {"description": prop.pop("description")} if "description" in prop else {}
-            required = name in schema.get("required", ())
-            params.append({"name": name, "in": "query", "required": required, **described})
-            params[-1]["schema"] = prop
-        return params
+        schema = self._components.pop(model.__name__)
+        required = set(schema.get("required", ()))
+        return [
+            self.param(Param(name, "query", prop, prop.pop("description", ""), name in required))
+            for name, prop in schema["properties"].items()
+        ]
 
 
 def _binary(cls: type) -> Schema:
@@ -275,6 +271,7 @@ def _subclasses(cls: type[Shape]) -> Iterable[type[Shape]]:
 
 
 _SETTING = re.compile(r"\{([a-z_]+)\}")
+_SETTINGS = frozenset({f.name for f in dataclasses.fields(Settings)} | {"largest_upload"})
 
 
 def _settle(node: Any, settings: Settings) -> Any:
@@ -290,7 +287,9 @@ def _settle(node: Any, settings: Settings) -> Any:
         done[keyword] = getattr(settings, name)
     if isinstance(done.get("description"), str):
         text = done["description"]
-        done["description"] = _SETTING.sub(lambda m: str(getattr(settings, m[1], m[0])), text)
+        done["description"] = _SETTING.sub(
+            lambda m: str(getattr(settings, m[1])) if m[1] in _SETTINGS else m[0], text
+        )
     if isinstance(done.get("pattern"), str) and done["pattern"].endswith("\\Z"):
         done["pattern"] = done["pattern"][:-2] + "$"  # Python's strict end, as JSON Schema says it
     enum = done.get("enum")

@@ -1,7 +1,7 @@
 """Requests into models, models into answers: the one place a body's problem becomes a 400.
 
 msgspec decodes strictly against a model (mediasvc/models.py); its error names the failing
-field by path (`$.options.resize.width`), and `refusal` turns that into the API's own wording
+field by path (`$.options.resize.width`), and `_refusal` turns that into the API's own wording
 (the field's `says`). Three things msgspec does not do are done here, once:
 
 * integral floats are integers (JSON Schema counts `800.0` as one, JavaScript cannot tell);
@@ -276,7 +276,7 @@ def _field_problem(
     model: type[Any], path: Path, what: str, name: str, data: Any, settings: Settings
 ) -> str:
     """A missing or unknown field of the object at `path`."""
-    holder = _field_type(model, path)[0] if path else mi.type_info(model)
+    holder = _field_type(model, path)[0]
     assert isinstance(holder, mi.StructType)
     owner = holder.cls
     if getattr(owner, "says_shape", None) is not None:
