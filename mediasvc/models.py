@@ -124,6 +124,11 @@ UploadContentType = Annotated[
     documented(enum=sorted({t for k in KINDS.values() for t in k.sniffed if t == t.lower()})),
     says("{name} is required", high="{name} must be at most {limit} characters"),
 ]
+Filename = Annotated[
+    str,
+    Meta(min_length=1, max_length=1024, pattern=NOT_BLANK),
+    says("{name} is required", high="{name} must be at most {limit} characters"),
+]
 Check = Literal["ok", "timeout", "unavailable", "restarting"]
 
 
@@ -372,6 +377,19 @@ class UploadForm(UploadFields, kw_only=True):
     file: Binary
 
 
+class TusMetadata(UploadFields, kw_only=True):
+    """The Upload-Metadata of a tus creation: an upload's fields and its file's name."""
+
+    filename: Annotated[
+        Filename,
+        says(
+            "Upload-Metadata must carry the filename",
+            missing="Upload-Metadata must carry the filename",
+            high="{name} must be at most {limit} characters",
+        ),
+    ]
+
+
 class BatchUploadForm(EntityRef):
     """`files` repeated; each file is checked and stored on its own (at most
     {max_batch_files}: `max_batch_files`)."""
@@ -421,11 +439,7 @@ class PresignedUploadRequest(EntityRef, kw_only=True):
     (else 400) and `file_size` within its media type's limit (else 413). An integral
     `file_size` such as `2048.0` counts as an integer."""
 
-    filename: Annotated[
-        str,
-        Meta(min_length=1, max_length=1024, pattern=NOT_BLANK),
-        says("{name} is required", high="{name} must be at most {limit} characters"),
-    ]
+    filename: Filename
     content_type: UploadContentType
     file_size: Annotated[
         int,

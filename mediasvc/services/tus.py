@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from mediasvc.auth import Principal
 from mediasvc.errors import BadRequest, Conflict, Forbidden, MediaError, NotFound, TooLarge
 from mediasvc.media_types import FileKind, extension_of, kind_for_extension
-from mediasvc.models import TEXTS, UploadFields, given
+from mediasvc.models import TEXTS, TusMetadata, given
 from mediasvc.records import MediaRecord, MediaStatus, now_ms
 from mediasvc.services.arrival import accept, content_problem, reject
 from mediasvc.services.media import MediaService
@@ -57,8 +57,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Keys tus clients send on their own (tus-js-client's examples, Uppy): accepted, not used.
 CLIENT_KEYS = frozenset({"filetype", "name", "type", "relativePath"})
-UPLOAD_FIELDS = frozenset(UploadFields.__struct_fields__)
-METADATA_KEYS = UPLOAD_FIELDS | {"filename"}
+METADATA_KEYS = frozenset(TusMetadata.__struct_fields__)
 SWEEP_BATCH = 100
 _KEPT_HASHES = 1024
 _TAG = re.compile(r"[0-9]+-[0-9a-f]{8}")
@@ -167,14 +166,10 @@ class TusUploads:
         unknown = sorted(set(metadata) - METADATA_KEYS - CLIENT_KEYS)
         if unknown:
             raise BadRequest(f"Unknown Upload-Metadata key '{unknown[0][:64]}'")
-        filename = metadata.get("filename", "")
-        if not filename.strip():
-            raise BadRequest("Upload-Metadata must carry the filename")
-        if len(filename) > 1024:
-            raise BadRequest("filename must be at most 1024 characters")
+        fields = {name: value for name, value in metadata.items() if name in METADATA_KEYS}
+        checked = decode_fields(TusMetadata, fields, self.settings)
+        filename = checked.filename
         kind = self._kind_of(filename)
-        fields = {name: value for name, value in metadata.items() if name in UPLOAD_FIELDS}
-        checked = decode_fields(UploadFields, fields, self.settings)
         entity = self.media.entity_for_upload(principal, checked)
         optional = given(checked, (*TEXTS, "display_order"))  # is_primary: once it is stored
         if length is not None:
