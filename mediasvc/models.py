@@ -150,7 +150,7 @@ class Shape(Struct, forbid_unknown_fields=True):
         return {}
 
 
-# ---- answers: media, variants, jobs, pages
+# ---- processing options: asked for, and shown on jobs
 
 
 class ResizeBox(Shape):
@@ -166,6 +166,9 @@ class ProcessOptions(Shape):
     """Options of processing operations."""
 
     resize: ResizeBox | UnsetType = UNSET
+
+
+# ---- answers: media, variants, jobs, pages
 
 
 class Variant(Shape):
@@ -288,6 +291,7 @@ class ProcessRequest(Shape):
 
     @classmethod
     def extra_schema(cls, settings: Settings) -> Schema:
+        """Which operations need or take the box (msgspec has no conditional schemas)."""
         has = {"contains": {"const": "resize"}}
         return {
             "if": {"properties": {"operations": has}, "required": ["operations"]},
