@@ -9,6 +9,7 @@ setup(
     python_requires=">=3.11",
     packages=[
         "mediasvc",
+        "mediasvc.models",
         "mediasvc.services",
         "mediasvc.storage",
         "mediasvc.handlers",

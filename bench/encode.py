@@ -36,7 +36,7 @@ from typing import Any
 
 import msgspec
 
-from mediasvc.models import MediaList
+from mediasvc.models.media import MediaList
 from mediasvc.records import Doc, JobRecord, JobState, MediaRecord, MediaStatus
 from mediasvc.services.presenter import iso, present_media
 from mediasvc.storage import BlobStore

@@ -20,7 +20,7 @@ from mediasvc.context import AppContext
 from mediasvc.cors import CorsMixin
 from mediasvc.errors import MediaError, RequestTimeout, TooLarge, TooManyRequests
 from mediasvc.http1 import LingeringConnection
-from mediasvc.models import Error
+from mediasvc.models.base import Error
 from mediasvc.wire import decode_json, encode
 
 log = logging.getLogger("mediasvc.request")

@@ -15,7 +15,7 @@ from msgspec import Meta
 
 from mediasvc.handlers.base import JsonErrorsMixin
 from mediasvc.media_types import extension_of, kind_for_extension, served_inline
-from mediasvc.models import MAX_QUERY_INT, Binary, Error
+from mediasvc.models.base import MAX_QUERY_INT, Binary, Error
 from mediasvc.openapi import Answer, Header, Operation, Param, PathItem
 from mediasvc.storage.local import FILES_PREFIX, LocalBlobStore
 from mediasvc.wire import encode

@@ -7,7 +7,8 @@ from urllib.parse import urlencode
 
 from mediasvc.handlers.base import BaseHandler
 from mediasvc.listing import Cursor, MediaPage, MediaQuery
-from mediasvc.models import (
+from mediasvc.models.base import Url
+from mediasvc.models.media import (
     BulkDeleteRequest,
     BulkDeleteResult,
     BulkUpdateRequest,
@@ -17,7 +18,6 @@ from mediasvc.models import (
     MediaList,
     MediaUpdate,
     ProcessRequest,
-    Url,
 )
 from mediasvc.openapi import Answer, Header, Operation, Param, PathItem
 from mediasvc.wire import decode_fields

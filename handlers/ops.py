@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from mediasvc import metrics
 from mediasvc.errors import MediaError
 from mediasvc.handlers.base import BaseHandler
-from mediasvc.models import Check, Health, NotReady, Readiness, ReadinessChecks
+from mediasvc.models.ops import Check, Health, NotReady, Readiness, ReadinessChecks
 from mediasvc.openapi import Answer, Operation, PathItem
 from mediasvc.records import ACTIVE_JOB_STATES, JobState
 

@@ -12,16 +12,9 @@ from mediasvc.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
 from mediasvc.handlers.base import BaseHandler
 from mediasvc.handlers.files import EXPIRES_PARAM, SIGNATURE_PARAM, STORAGE_KEY_PARAM
 from mediasvc.handlers.media import API, MEDIA_ID, MEDIA_ID_PARAM, media_location
-from mediasvc.models import (
-    Binary,
-    Error,
-    LocalUploadResult,
-    Media,
-    PresignedUpload,
-    PresignedUploadRequest,
-    UploadContentType,
-    Url,
-)
+from mediasvc.models.base import Binary, Error, UploadContentType, Url
+from mediasvc.models.media import Media
+from mediasvc.models.uploads import LocalUploadResult, PresignedUpload, PresignedUploadRequest
 from mediasvc.openapi import Answer, Header, Operation, Param, PathItem
 from mediasvc.records import MediaStatus, StorageKey
 from mediasvc.spool import SpoolWriter

@@ -19,7 +19,7 @@ from mediasvc import metrics
 from mediasvc.errors import BadRequest, TooLarge
 from mediasvc.handlers.base import BaseHandler
 from mediasvc.handlers.media import API, MEDIA_ID_PARAM
-from mediasvc.models import Binary, Count, Error, Url
+from mediasvc.models.base import Binary, Count, Error, Url
 from mediasvc.openapi import Answer, Header, Operation, Param, PathItem
 from mediasvc.services.tus_append import AppendSession
 from mediasvc.tus_protocol import (

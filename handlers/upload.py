@@ -11,16 +11,15 @@ from mediasvc.auth import Principal
 from mediasvc.errors import BadRequest
 from mediasvc.handlers.base import BaseHandler
 from mediasvc.handlers.media import API, entity_location, media_location
-from mediasvc.models import (
+from mediasvc.models.base import Error, Url
+from mediasvc.models.media import Media
+from mediasvc.models.uploads import (
     BatchFailure,
     BatchResult,
     BatchUploadForm,
     EntityRef,
-    Error,
-    Media,
     UploadFields,
     UploadForm,
-    Url,
 )
 from mediasvc.openapi import Answer, Header, Operation, PathItem
 from mediasvc.upload import MultipartReceiver, boundary_of

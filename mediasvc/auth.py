@@ -16,7 +16,7 @@ import jwt
 
 from mediasvc.errors import Unauthorized
 from mediasvc.listing import Visibility
-from mediasvc.models import ENTITY_TYPE
+from mediasvc.models.base import ENTITY_TYPE
 from mediasvc.records import MediaRecord
 from mediasvc.settings import Settings
 

@@ -4,7 +4,7 @@ Each handler declares its path and operations beside its code (`openapi = PathIt
 summary, body model, answers with their models, error codes, parameters. The document is the
 declarations of the routes this server registered, in route order, with the JSON Schema that
 msgspec makes of the models they name. Limits that are settings (`limited_by` in
-mediasvc/models.py) show this server's values, and so does any `{setting}` in a description.
+mediasvc/models/base.py) show this server's values, and so does any `{setting}` in a description.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from mediasvc.models import Binary, Error, Shape
+from mediasvc.models.base import Binary, Error, Shape
 from mediasvc.settings import Settings
 
 Schema = dict[str, Any]

@@ -1,6 +1,6 @@
 """Requests into models, models into answers: the one place a body's problem becomes a 400.
 
-msgspec decodes strictly against a model (mediasvc/models.py); its error names the failing
+msgspec decodes strictly against a model (mediasvc/models/); its error names the failing
 field by path (`$.options.resize.width`), and `_refusal` turns that into the API's own wording
 (the field's `says`). Three things msgspec does not do are done here, once:
 
@@ -23,7 +23,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from mediasvc.errors import BadRequest
-from mediasvc.models import Says
+from mediasvc.models.base import Says
 from mediasvc.settings import Settings
 
 T = TypeVar("T", bound=msgspec.Struct)

@@ -11,7 +11,8 @@ import pytest
 
 from mediasvc.app import start_service
 from mediasvc.errors import BadRequest
-from mediasvc.models import MediaUpdate, ProcessRequest, UploadFields
+from mediasvc.models.media import MediaUpdate, ProcessRequest
+from mediasvc.models.uploads import UploadFields
 from mediasvc.settings import MB, Settings, load_settings
 from mediasvc.wire import decode_fields, decode_json
 from tests.support.client import API, Client

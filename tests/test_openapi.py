@@ -23,7 +23,7 @@ from tornado.routing import PathMatches
 
 from mediasvc.app import Service
 from mediasvc.auth import Principal
-from mediasvc.models import ListParams
+from mediasvc.models.media import ListParams
 from tests.support.client import API, Client
 from tests.support.tokens import make_token
 

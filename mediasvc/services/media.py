@@ -15,24 +15,25 @@ from mediasvc.errors import BadRequest, Conflict, Forbidden, MediaError, NotFoun
 from mediasvc.filenames import clean_filename
 from mediasvc.listing import Cursor, MediaFilters, MediaPage, MediaQuery
 from mediasvc.media_types import FileKind
-from mediasvc.models import (
-    TEXTS,
-    BatchCreated,
-    BatchError,
-    BatchResult,
-    BatchSummary,
+from mediasvc.models.base import TEXTS, given
+from mediasvc.models.media import (
     BulkDeleteRequest,
     BulkDeleteResult,
     BulkFailure,
     BulkUpdateRequest,
     BulkUpdateResult,
-    EntityRef,
     ListParams,
     Media,
     MediaUpdate,
     ProcessRequest,
+)
+from mediasvc.models.uploads import (
+    BatchCreated,
+    BatchError,
+    BatchResult,
+    BatchSummary,
+    EntityRef,
     UploadFields,
-    given,
 )
 from mediasvc.pipeline.jobs import applicable_operations, default_operations, job_lane, new_job
 from mediasvc.records import Doc, MediaRecord, MediaStatus, now_ms

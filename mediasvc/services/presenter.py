@@ -8,7 +8,7 @@ from typing import cast
 from msgspec import UNSET
 
 from mediasvc.media_types import MediaType
-from mediasvc.models import Job, Media, ProcessOptions, ResizeBox, Variant
+from mediasvc.models.media import Job, Media, ProcessOptions, ResizeBox, Variant
 from mediasvc.records import Doc, MediaRecord
 from mediasvc.storage import BlobStore
 

@@ -15,7 +15,8 @@ from functools import partial
 from mediasvc.auth import Principal
 from mediasvc.errors import BadRequest, Conflict, Forbidden
 from mediasvc.media_types import extension_of, kind_for_extension
-from mediasvc.models import TEXTS, PresignedUpload, PresignedUploadRequest, given
+from mediasvc.models.base import TEXTS, given
+from mediasvc.models.uploads import PresignedUpload, PresignedUploadRequest
 from mediasvc.records import MediaRecord, MediaStatus, now_ms
 from mediasvc.services.arrival import accept, content_problem, reject
 from mediasvc.services.media import MediaService

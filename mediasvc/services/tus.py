@@ -32,7 +32,8 @@ from typing import Any, TypeVar
 from mediasvc.auth import Principal
 from mediasvc.errors import BadRequest, Conflict, Forbidden, MediaError, NotFound, TooLarge
 from mediasvc.media_types import FileKind, extension_of, kind_for_extension
-from mediasvc.models import TEXTS, TusMetadata, given
+from mediasvc.models.base import TEXTS, given
+from mediasvc.models.uploads import TusMetadata
 from mediasvc.records import MediaRecord, MediaStatus, now_ms
 from mediasvc.services.arrival import accept, content_problem, reject
 from mediasvc.services.media import MediaService
