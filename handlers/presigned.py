@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import tornado.web
+from msgspec import Meta
 
 from mediasvc import metrics
 from mediasvc.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
@@ -120,7 +121,7 @@ class LocalPutHandler(BaseHandler):
                     Param(
                         "size",
                         "query",
-                        {"type": "integer", "minimum": 1},
+                        Annotated[int, Meta(ge=1)],
                         "The body must have exactly this many bytes",
                         required=True,
                     ),
