@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: setup run test lint typecheck check bench-upload bench-pipeline bench-concurrency bench-list deploy-local deploy-stop config-example clean
+.PHONY: setup run test lint typecheck check bench-upload bench-pipeline bench-concurrency bench-list bench-encode deploy-local deploy-stop config-example clean
 
 setup: $(STAMP)  ## install system packages and the virtual environment
 
@@ -49,6 +49,9 @@ bench-concurrency: setup  ## bursts of 64 and 256 concurrent 5 MB uploads
 
 bench-list: setup  ## list latencies over 50,000 seeded records (ARGS="--records 200000")
 	$(BIN)/python bench/list.py $(ARGS)
+
+bench-encode: setup  ## JSON encoding of a list page: json.dumps of dicts against msgspec models
+	$(BIN)/python bench/encode.py $(ARGS)
 
 deploy-local: setup  ## run the shipped supervisord.conf (2 servers on :8000, embedded database)
 	mkdir -p var/log

@@ -9,6 +9,7 @@ setup(
     python_requires=">=3.11",
     packages=[
         "mediasvc",
+        "mediasvc.models",
         "mediasvc.services",
         "mediasvc.storage",
         "mediasvc.uploader",
@@ -32,6 +33,7 @@ setup(
         "boto3>=1.34",
         "prometheus-client>=0.20",
         "rich>=13",
+        "msgspec>=0.23",
     ],
     entry_points={"console_scripts": ["mediasvc=mediasvc.cli:main"]},
 )

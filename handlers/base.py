@@ -1,4 +1,4 @@
-"""The base of every handler: JSON errors in one place, request ids, auth, JSON bodies."""
+"""The base of every handler: JSON errors in one place, request ids, auth, bodies as models."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import re
 import uuid
 from collections.abc import Awaitable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
 import tornado.web
 from tornado.http1connection import HTTP1Connection
 
@@ -17,12 +18,15 @@ from mediasvc import metrics
 from mediasvc.auth import Principal
 from mediasvc.context import AppContext
 from mediasvc.cors import CorsMixin
-from mediasvc.errors import BadRequest, MediaError, RequestTimeout, TooLarge, TooManyRequests
+from mediasvc.errors import MediaError, RequestTimeout, TooLarge, TooManyRequests
 from mediasvc.http1 import LingeringConnection
+from mediasvc.models.base import Error
+from mediasvc.wire import decode_json, encode
 
 log = logging.getLogger("mediasvc.request")
 _KNOWN = frozenset(status.value for status in HTTPStatus)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
+T = TypeVar("T", bound=msgspec.Struct)
 
 if TYPE_CHECKING:
     _HandlerBase = tornado.web.RequestHandler
@@ -82,7 +86,7 @@ class JsonErrorsMixin(CorsMixin, ContextMixin):
             self.set_header("WWW-Authenticate", 'Bearer realm="mediasvc"')
         self.clear_header("Content-Disposition")
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"error": message}))
+        self.finish(encode(Error(error=message)))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """Domain errors are expected: one info line; anything else: the traceback, with the id."""
@@ -94,7 +98,8 @@ class JsonErrorsMixin(CorsMixin, ContextMixin):
 
 @tornado.web.stream_request_body
 class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
-    """JSON API handler: authenticate with `self.principal`, answer with `self.write_json`.
+    """JSON API handler: authenticate with `self.principal`, read the body with `self.decode`,
+    answer with `self.write_model`.
 
     Bodies are streamed in, so an oversized one is refused with a JSON 413 before it is
     read (a buffered handler would hold it all in memory first).
@@ -225,23 +230,14 @@ class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
             return configured.rstrip("/")
         return f"{self.request.protocol}://{self.request.host}"
 
-    def json_body(self) -> dict[str, Any]:
-        """The request body as a JSON object, or a 400."""
-        body = bytes(self._body or b"")
-        if not body:
-            raise BadRequest("Request body must be a JSON object")
-        try:
-            value = json.loads(body)
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise BadRequest("Request body is not valid JSON") from None
-        if not isinstance(value, dict):
-            raise BadRequest("Request body must be a JSON object")
-        return value
+    def decode(self, model: type[T]) -> T:
+        """The JSON body as `model`, or a 400 that names the field at fault."""
+        return decode_json(model, bytes(self._body or b""), self.ctx.settings)
 
-    def write_json(self, value: Any, status: int = 200) -> None:
-        """Answer with a JSON document."""
+    def write_model(self, value: msgspec.Struct, status: int = 200) -> None:
+        """Answer with a model, as JSON."""
         self.set_status(status)
-        self.finish(json.dumps(value))
+        self.finish(encode(value))
 
 
 class NotFoundHandler(BaseHandler):

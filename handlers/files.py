@@ -7,19 +7,81 @@ run (SVG, HTML-ish documents) is sent as an attachment with `nosniff`.
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
+from typing import Annotated, Any
 
 import tornado.web
+from msgspec import Meta
 
 from mediasvc.handlers.base import JsonErrorsMixin
 from mediasvc.media_types import extension_of, kind_for_extension, served_inline
+from mediasvc.models.base import MAX_QUERY_INT, Binary, Error
+from mediasvc.openapi import Answer, Header, Operation, Param, PathItem
 from mediasvc.storage.local import FILES_PREFIX, LocalBlobStore
+from mediasvc.wire import encode
+
+STORAGE_KEY_PARAM = Param("key", "path", str, "The storage key (it contains `/`, sent as is).")
+EXPIRES_PARAM = Param(
+    "expires",
+    "query",
+    Annotated[int, Meta(ge=0, le=MAX_QUERY_INT)],
+    "Unix time the signed URL expires at",
+    required=True,
+)
+SIGNATURE_PARAM = Param(
+    "sig",
+    "query",
+    Annotated[str, Meta(pattern="^[A-Za-z0-9_\\-]*\\Z")],
+    "HMAC-SHA256 signature (base64url)",
+    required=True,
+)
+# The stored type is sent (image/jpeg, ...); octet-stream first, so that generated clients
+# read the file as bytes.
+_FILE = {"application/octet-stream": Binary, "*/*": {}}
+_FILE_HEADERS = {
+    "ETag": Header("The file's version", required=True),
+    "Cache-Control": Header("How long a client may keep it"),
+    "Content-Disposition": Header("attachment, for anything but raster images, audio and video"),
+}
+_FILE_ANSWERS = {
+    200: Answer("The file", headers=_FILE_HEADERS, content=_FILE),
+    206: Answer(
+        "Part of the file",
+        headers={**_FILE_HEADERS, "Content-Range": Header("The part sent", required=True)},
+        content=_FILE,
+    ),
+    304: Answer("Not modified (If-None-Match)"),
+    400: Answer("Malformed request (a GET with an unparsable form body)", Error),
+    403: Answer("Invalid or expired file URL", Error),
+    404: Answer("No such file", Error),
+}
 
 
 class LocalFileHandler(JsonErrorsMixin, tornado.web.StaticFileHandler):
     """GET/HEAD a stored file; a missing or wrong signature is a 403, an unknown key a 404."""
+
+    openapi = PathItem(
+        "/files/{key}",
+        {
+            "get": Operation(
+                "getFile",
+                "A stored file under a signed, expiring URL (local storage; Range, ETag)",
+                "files",
+                _FILE_ANSWERS,
+                errors=(416,),
+                public=True,
+            ),
+            "head": Operation(
+                "headFile",
+                "Headers of a stored file",
+                "files",
+                _FILE_ANSWERS,
+                errors=(416,),
+                public=True,
+            ),
+        },
+        params=(STORAGE_KEY_PARAM, EXPIRES_PARAM, SIGNATURE_PARAM),
+    )
 
     def set_default_headers(self) -> None:
         self.set_header("X-Request-Id", self.request_id)
@@ -31,7 +93,7 @@ class LocalFileHandler(JsonErrorsMixin, tornado.web.StaticFileHandler):
         await super().get(path, include_body)
         if self.get_status() == 416:  # tornado answers an unsatisfiable range with no body
             self.set_header("Content-Type", "application/json; charset=UTF-8")
-            self.write(json.dumps({"error": "Requested range not satisfiable"}))
+            self.write(encode(Error(error="Requested range not satisfiable")))
 
     def _check_signature(self, key: str) -> None:
         store = self.ctx.blobs

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import uuid
 from urllib.parse import urlencode
 
 from mediasvc.handlers.base import BaseHandler
 from mediasvc.listing import Cursor, MediaPage, MediaQuery
+from mediasvc.models.base import Url
+from mediasvc.models.media import (
+    BulkDeleteRequest,
+    BulkDeleteResult,
+    BulkUpdateRequest,
+    BulkUpdateResult,
+    ListParams,
+    Media,
+    MediaList,
+    MediaUpdate,
+    ProcessRequest,
+)
+from mediasvc.openapi import Answer, Header, Operation, Param, PathItem
+from mediasvc.wire import decode_fields
 
 API = r"/api/v1/drf/media"
 MEDIA_ID = r"(?P<media_id>[^/]+)"
+MEDIA_ID_PARAM = Param(
+    "media_id", "path", uuid.UUID, "Anything that is not the id of a visible media is a 404."
+)
 
 
 def media_location(base_url: str, media_id: str) -> str:
@@ -28,20 +46,31 @@ class MediaListHandler(BaseHandler):
     A client that pages by `offset` gets offset links, as the spec shows; otherwise the
     links carry a `cursor`, which stays as fast on the thousandth page as on the first."""
 
+    openapi = PathItem(
+        f"{API}/",
+        {
+            "get": Operation(
+                "listMedia",
+                "List the media the caller may see (display_order, then newest first)",
+                "media",
+                {200: Answer("A page of media; next/previous keep the filters", MediaList)},
+                errors=(400, 401, 503),
+                query=ListParams,
+            )
+        },
+    )
+
     async def get(self) -> None:
         principal = self.authenticate()
-        params = {name: self.get_query_argument(name) for name in self.request.query_arguments}
+        given = {name: self.get_query_argument(name) for name in self.request.query_arguments}
+        params = decode_fields(ListParams, given, self.ctx.settings)
         query = self.ctx.media.parse_list_query(principal, params)
         page = await self.ctx.media.list_media(query)
-        links = self._offset_links if "offset" in params else self._cursor_links
+        links = self._offset_links if "offset" in given else self._cursor_links
         following, preceding = links(query, page)
-        self.write_json(
-            {
-                "count": page.count,
-                "next": following,
-                "previous": preceding,
-                "results": [self.ctx.media.present(m, self.base_url) for m in page.items],
-            }
+        results = [self.ctx.media.present(m, self.base_url) for m in page.items]
+        self.write_model(
+            MediaList(count=page.count, next=following, previous=preceding, results=results)
         )
 
     def _offset_links(self, query: MediaQuery, page: MediaPage) -> tuple[str | None, str | None]:
@@ -81,14 +110,47 @@ class MediaListHandler(BaseHandler):
 class MediaDetailHandler(BaseHandler):
     """GET (counts a view), PATCH and DELETE one media."""
 
+    openapi = PathItem(
+        f"{API}/{{media_id}}/",
+        {
+            "get": Operation(
+                "getMedia",
+                "Read one media (counts a view)",
+                "media",
+                {200: Answer("The media", Media)},
+                errors=(401, 404, 503),
+                linked=True,
+            ),
+            "patch": Operation(
+                "updateMedia",
+                "Change title, description, alt_text, display_order or is_primary",
+                "media",
+                {200: Answer("The changed media", Media)},
+                errors=(400, 401, 404, 409, 413, 503),
+                body=MediaUpdate,
+                body_note="Read-only or unknown fields are a 400",
+                linked=True,
+            ),
+            "delete": Operation(
+                "deleteMedia",
+                "Delete the media and its files",
+                "media",
+                {204: Answer("Deleted")},
+                errors=(401, 404, 503),
+                linked=True,
+            ),
+        },
+        params=(MEDIA_ID_PARAM,),
+    )
+
     async def get(self, media_id: str) -> None:
         media = await self.ctx.media.view(self.authenticate(), media_id)
-        self.write_json(self.ctx.media.present(media, self.base_url))
+        self.write_model(self.ctx.media.present(media, self.base_url))
 
     async def patch(self, media_id: str) -> None:
         principal = self.authenticate()
-        media = await self.ctx.media.update(principal, media_id, self.json_body())
-        self.write_json(self.ctx.media.present(media, self.base_url))
+        media = await self.ctx.media.update(principal, media_id, self.decode(MediaUpdate))
+        self.write_model(self.ctx.media.present(media, self.base_url))
 
     async def delete(self, media_id: str) -> None:
         await self.ctx.media.delete(self.authenticate(), media_id)
@@ -100,42 +162,118 @@ class MediaDetailHandler(BaseHandler):
 class MediaDownloadHandler(BaseHandler):
     """GET redirects to the file (counts a download)."""
 
+    openapi = PathItem(
+        f"{API}/{{media_id}}/download/",
+        {
+            "get": Operation(
+                "downloadMedia",
+                "Redirect to the file (counts a download)",
+                "media",
+                {302: Answer("To the file", headers={"Location": Header("The file", Url, True)})},
+                errors=(401, 404, 409, 503),
+                linked=True,
+            )
+        },
+        params=(MEDIA_ID_PARAM,),
+    )
+
     async def get(self, media_id: str) -> None:
         media = await self.ctx.media.download(self.authenticate(), media_id)
-        self.redirect(self.ctx.media.present(media, self.base_url)["url"], status=302)
+        self.redirect(self.ctx.media.present(media, self.base_url).url, status=302)
 
 
 class SetPrimaryHandler(BaseHandler):
     """POST makes one media the primary of its entity."""
 
+    openapi = PathItem(
+        f"{API}/{{media_id}}/set_primary/",
+        {
+            "post": Operation(
+                "setPrimaryMedia",
+                "Make the media the primary one of its entity",
+                "media",
+                {200: Answer("The media, now primary", Media)},
+                errors=(401, 404, 409, 503),
+                linked=True,
+            )
+        },
+        params=(MEDIA_ID_PARAM,),
+    )
+
     async def post(self, media_id: str) -> None:
         media = await self.ctx.media.set_primary(self.authenticate(), media_id)
-        self.write_json(self.ctx.media.present(media, self.base_url))
+        self.write_model(self.ctx.media.present(media, self.base_url))
 
 
 class ProcessHandler(BaseHandler):
     """POST queues processing operations (202 with the media and its job)."""
 
+    openapi = PathItem(
+        f"{API}/{{media_id}}/process/",
+        {
+            "post": Operation(
+                "processMedia",
+                "Queue processing operations (on a failed media: the retry)",
+                "media",
+                {202: Answer("Queued: the media with its job", Media)},
+                errors=(400, 401, 404, 409, 413, 503),
+                body=ProcessRequest,
+                linked=True,
+            )
+        },
+        params=(MEDIA_ID_PARAM,),
+    )
+
     async def post(self, media_id: str) -> None:
         principal = self.authenticate()
-        media = await self.ctx.media.process(principal, media_id, self.json_body())
-        self.write_json(self.ctx.media.present(media, self.base_url), status=202)
+        media = await self.ctx.media.process(principal, media_id, self.decode(ProcessRequest))
+        self.write_model(self.ctx.media.present(media, self.base_url), status=202)
 
 
 class BulkDeleteHandler(BaseHandler):
     """POST {"media_ids": [...]}."""
 
+    openapi = PathItem(
+        f"{API}/bulk_delete/",
+        {
+            "post": Operation(
+                "bulkDeleteMedia",
+                "Delete several media",
+                "media",
+                {200: Answer("How many went, and which failed", BulkDeleteResult)},
+                errors=(400, 401, 413, 503),
+                body=BulkDeleteRequest,
+            )
+        },
+    )
+
     async def post(self) -> None:
         principal = self.authenticate()
-        self.write_json(await self.ctx.media.bulk_delete(principal, self.json_body()))
+        request = self.decode(BulkDeleteRequest)
+        self.write_model(await self.ctx.media.bulk_delete(principal, request))
 
 
 class BulkUpdateHandler(BaseHandler):
     """POST {"media_ids": [...], "updates": {...}}."""
 
+    openapi = PathItem(
+        f"{API}/bulk_update/",
+        {
+            "post": Operation(
+                "bulkUpdateMedia",
+                "Apply the same metadata to several media (not is_primary)",
+                "media",
+                {200: Answer("How many changed, and which failed", BulkUpdateResult)},
+                errors=(400, 401, 413, 503),
+                body=BulkUpdateRequest,
+            )
+        },
+    )
+
     async def post(self) -> None:
         principal = self.authenticate()
-        self.write_json(await self.ctx.media.bulk_update(principal, self.json_body()))
+        request = self.decode(BulkUpdateRequest)
+        self.write_model(await self.ctx.media.bulk_update(principal, request))
 
 
 routes = [

@@ -9,35 +9,61 @@ from collections.abc import Awaitable, Callable
 from mediasvc import metrics
 from mediasvc.errors import MediaError
 from mediasvc.handlers.base import BaseHandler
-from mediasvc.records import JobState
+from mediasvc.models.ops import Check, Health, NotReady, Readiness, ReadinessChecks
+from mediasvc.openapi import Answer, Operation, PathItem
+from mediasvc.records import ACTIVE_JOB_STATES, JobState
 
 log = logging.getLogger(__name__)
 CHECK_TIMEOUT = 2.0
-JOB_STATES = tuple(state.value for state in (JobState.QUEUED, JobState.RUNNING, JobState.FAILED))
+# The job states /metrics counts (a gauge each): the queue, and what failed for good.
+GAUGED_JOB_STATES = tuple(state.value for state in (*ACTIVE_JOB_STATES, JobState.FAILED))
+
+
+def _operation(operation_id: str, summary: str, answers: dict[int, Answer]) -> Operation:
+    return Operation(operation_id, summary, "operations", answers, public=True)
 
 
 class HealthHandler(BaseHandler):
     """GET /healthz: the process is alive and its event loop answers."""
 
+    openapi = PathItem(
+        "/healthz",
+        {
+            "get": _operation(
+                "health", "Liveness: the process answers", {200: Answer("Alive", Health)}
+            )
+        },
+    )
+
     async def get(self) -> None:
-        self.write_json({"status": "ok"})
+        self.write_model(Health(status="ok"))
 
 
 class ReadyHandler(BaseHandler):
     """GET /readyz: the database and the storage answer (503 otherwise)."""
 
+    openapi = PathItem(
+        "/readyz",
+        {
+            "get": _operation(
+                "readiness",
+                "Readiness: the database and the storage answer",
+                {200: Answer("Ready", Readiness), 503: Answer("Not ready", NotReady)},
+            )
+        },
+    )
+
     async def get(self) -> None:
-        checks = {
-            "database": await self._database(),
-            "storage": await _check(self.ctx.blobs.check),
-        }
-        if all(state == "ok" for state in checks.values()):
-            self.write_json({"status": "ready", "checks": checks})
+        checks = ReadinessChecks(
+            database=await self._database(), storage=await _check(self.ctx.blobs.check)
+        )
+        if checks.database == "ok" and checks.storage == "ok":
+            self.write_model(Readiness(status="ready", checks=checks))
             return
         self.set_header("Retry-After", "2")
-        self.write_json({"error": "Not ready", "checks": checks}, status=503)
+        self.write_model(NotReady(error="Not ready", checks=checks), status=503)
 
-    async def _database(self) -> str:
+    async def _database(self) -> Check:
         embedded = self.ctx.embedded_db
         if embedded is not None and embedded.state == "restarting":
             return "restarting"  # it died and is being started again: no need to ask it
@@ -47,10 +73,21 @@ class ReadyHandler(BaseHandler):
 class MetricsHandler(BaseHandler):
     """GET /metrics: Prometheus text for every server process of this machine."""
 
+    openapi = PathItem(
+        "/metrics",
+        {
+            "get": _operation(
+                "metrics",
+                "Prometheus metrics",
+                {200: Answer("Prometheus text exposition format", str, media="text/plain")},
+            )
+        },
+    )
+
     async def get(self) -> None:
         try:
             counts = await asyncio.wait_for(
-                self.ctx.repository.count_jobs(JOB_STATES), CHECK_TIMEOUT
+                self.ctx.repository.count_jobs(GAUGED_JOB_STATES), CHECK_TIMEOUT
             )
         except (MediaError, TimeoutError):
             counts = {}  # the queue figures are skipped while the database is away
@@ -62,7 +99,7 @@ class MetricsHandler(BaseHandler):
         self.finish(body)
 
 
-async def _check(probe: Callable[[], Awaitable[None]]) -> str:
+async def _check(probe: Callable[[], Awaitable[None]]) -> Check:
     try:
         await asyncio.wait_for(probe(), CHECK_TIMEOUT)
     except TimeoutError:

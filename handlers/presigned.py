@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import tornado.web
+from msgspec import Meta
 
 from mediasvc import metrics
 from mediasvc.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
 from mediasvc.handlers.base import BaseHandler
-from mediasvc.handlers.media import API, MEDIA_ID, media_location
+from mediasvc.handlers.files import EXPIRES_PARAM, SIGNATURE_PARAM, STORAGE_KEY_PARAM
+from mediasvc.handlers.media import API, MEDIA_ID, MEDIA_ID_PARAM, media_location
+from mediasvc.models.base import Binary, Error, UploadContentType, Url
+from mediasvc.models.media import Media
+from mediasvc.models.uploads import LocalUploadResult, PresignedUpload, PresignedUploadRequest
+from mediasvc.openapi import Answer, Header, Operation, Param, PathItem
 from mediasvc.records import MediaStatus, StorageKey
 from mediasvc.spool import SpoolWriter
 from mediasvc.storage.local import UPLOADS_PREFIX, LocalBlobStore
@@ -19,19 +25,60 @@ from mediasvc.storage.local import UPLOADS_PREFIX, LocalBlobStore
 class PresignedUploadHandler(BaseHandler):
     """POST: validate, record a pending media, return the signed PUT URL."""
 
+    openapi = PathItem(
+        f"{API}/presigned_upload/",
+        {
+            "post": Operation(
+                "presignedUpload",
+                "Record a pending media and get a signed PUT URL for its bytes",
+                "uploads",
+                {
+                    201: Answer(
+                        "PUT the bytes with upload_headers, then confirm",
+                        PresignedUpload,
+                        headers={"Location": Header("The pending media", Url, True)},
+                        links="media_id",
+                    )
+                },
+                errors=(400, 401, 403, 413, 503),
+                body=PresignedUploadRequest,
+            )
+        },
+    )
+
     async def post(self) -> None:
         principal = self.authenticate()
-        answer = await self.ctx.presigned.create(principal, self.json_body(), self.base_url)
-        self.set_header("Location", media_location(self.base_url, answer["media_id"]))
-        self.write_json(answer, status=201)
+        request = self.decode(PresignedUploadRequest)
+        answer = await self.ctx.presigned.create(principal, request, self.base_url)
+        self.set_header("Location", media_location(self.base_url, answer.media_id))
+        self.write_model(answer, status=201)
 
 
 class ConfirmUploadHandler(BaseHandler):
     """POST: the uploaded object is checked and the media moves on."""
 
+    openapi = PathItem(
+        f"{API}/{{media_id}}/confirm_upload/",
+        {
+            "post": Operation(
+                "confirmUpload",
+                "Check the uploaded object and move the media on (uploader or admin)",
+                "uploads",
+                {
+                    200: Answer("The media (confirming again changes nothing)", Media),
+                    400: Answer("The object was rejected (the media failed)", Error),
+                    409: Answer("upload not found", Error),
+                },
+                errors=(401, 403, 404, 503),
+                linked=True,
+            )
+        },
+        params=(MEDIA_ID_PARAM,),
+    )
+
     async def post(self, media_id: str) -> None:
         media = await self.ctx.presigned.confirm(self.authenticate(), media_id)
-        self.write_json(self.ctx.media.present(media, self.base_url))
+        self.write_model(self.ctx.media.present(media, self.base_url))
 
 
 @tornado.web.stream_request_body
@@ -41,6 +88,50 @@ class LocalPutHandler(BaseHandler):
     The signed URL is the credential. It binds the key, the Content-Type and the exact size,
     expires, and works once: the object is created with a hard link that never replaces.
     """
+
+    openapi = PathItem(
+        "/uploads/{key}",
+        {
+            "put": Operation(
+                "putPresignedUpload",
+                "The bytes of a presigned upload (local storage; the signed URL is the credential)",
+                "files",
+                {
+                    200: Answer("Stored; now confirm the upload", LocalUploadResult),
+                    400: Answer("Wrong Content-Type or size", Error),
+                    403: Answer("Invalid or expired upload URL", Error),
+                    404: Answer("No upload is expected at this URL", Error),
+                    409: Answer("This upload URL was already used", Error),
+                },
+                errors=(413, 429, 503, 507),
+                body=Binary,
+                body_media="application/octet-stream",
+                body_note="The file's bytes, sent with `Content-Type: <content_type>` (the "
+                "`upload_headers` of the presigned answer) or `application/octet-stream`; its "
+                "content is checked on confirm.",
+                params=(
+                    STORAGE_KEY_PARAM,
+                    Param(
+                        "content_type",
+                        "query",
+                        UploadContentType,
+                        "The body's Content-Type must be exactly this",
+                        required=True,
+                    ),
+                    Param(
+                        "size",
+                        "query",
+                        Annotated[int, Meta(ge=1)],
+                        "The body must have exactly this many bytes",
+                        required=True,
+                    ),
+                    EXPIRES_PARAM,
+                    SIGNATURE_PARAM,
+                ),
+                public=True,
+            )
+        },
+    )
 
     spool: SpoolWriter | None = None
     declared_size = 0
@@ -123,7 +214,7 @@ class LocalPutHandler(BaseHandler):
             await self._store(key, spool)
         finally:
             spool.discard()
-        self.write_json({"storage_key": key, "size": self.declared_size})
+        self.write_model(LocalUploadResult(storage_key=key, size=self.declared_size))
 
     async def _store(self, key: str, spool: SpoolWriter) -> None:
         """Link the file into place, then look at the record again: a DELETE that removed it

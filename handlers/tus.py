@@ -10,7 +10,7 @@ with the protocol's statuses (412, 409, 415, 460, 410, 423, 413).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import tornado.ioloop
 import tornado.web
@@ -18,7 +18,9 @@ import tornado.web
 from mediasvc import metrics
 from mediasvc.errors import BadRequest, TooLarge
 from mediasvc.handlers.base import BaseHandler
-from mediasvc.handlers.media import API
+from mediasvc.handlers.media import API, MEDIA_ID_PARAM
+from mediasvc.models.base import Binary, Count, Error, Url
+from mediasvc.openapi import Answer, Header, Operation, Param, PathItem
 from mediasvc.services.tus_append import AppendSession
 from mediasvc.tus_protocol import (
     CHECKSUMS,
@@ -42,6 +44,66 @@ from mediasvc.tus_records import TusKind, TusState, TusUpload
 TUS = f"{API}/tus"
 _UPLOAD_PATH = re.compile(rf"^{re.escape(TUS)}/([0-9a-fA-F-]{{36}})/?$")
 _OVERRIDES = frozenset({"PATCH", "DELETE"})
+
+
+# ---- the document: tus operations are headers and statuses, bodies are bytes
+
+_TUS_VERSION = Literal["1.0.0"]
+_TUS_ERRORS = {
+    400: "Malformed tus header, metadata or value (or the completed file was rejected)",
+    401: "Missing, malformed, expired or invalid bearer token",
+    403: "No permission for the entity, or a final upload cannot change",
+    404: "No such upload, or not the caller's",
+    409: "Upload-Offset is not the upload's offset",
+    410: "The upload expired or was rejected",
+    412: "Tus-Resumable is missing or not 1.0.0 (the answer carries Tus-Version)",
+    413: "Over the upload's length, its media type's limit or tus_max_chunk_size",
+    415: "The PATCH body is not application/offset+octet-stream",
+    423: "Another request is appending to this upload; retry after Retry-After",
+    429: "Too many uploads in progress; try again after Retry-After seconds",
+    460: "The chunk does not match its Upload-Checksum (it was discarded)",
+    503: "The database or the storage fails or cannot be reached; try again",
+    507: "No space left to receive the upload",
+}
+_RESUMABLE = Param("Tus-Resumable", "header", _TUS_VERSION, "Must be 1.0.0 (else 412)", True)
+
+
+def _answer(description: str, body: Any = None, **headers: Header) -> Answer:
+    """A tus answer: it always says Tus-Resumable, and when an unfinished upload expires."""
+    always = {
+        "Tus-Resumable": Header("Always 1.0.0", _TUS_VERSION, required=True),
+        "Upload-Expires": Header("When an unfinished upload expires (RFC 9110 date)"),
+    }
+    return Answer(description, body, headers={**always, **headers})
+
+
+def _errors(*codes: int) -> dict[int, Answer]:
+    """JSON errors with the tus headers; a 412 also says which versions the server speaks."""
+    versions = {"Tus-Version": Header("The versions this server speaks")}
+    return {
+        code: _answer(_TUS_ERRORS[code], Error, **(versions if code == 412 else {}))
+        for code in codes
+    }
+
+
+def _discovery(operation_id: str) -> Operation:
+    return Operation(
+        operation_id,
+        "Discover the tus versions, extensions, limits and checksum algorithms",
+        "tus",
+        {
+            204: _answer(
+                "The server's tus configuration",
+                **{
+                    "Tus-Version": Header("1.0.0"),
+                    "Tus-Extension": Header("The supported extensions"),
+                    "Tus-Max-Size": Header("The largest upload", Count),
+                    "Tus-Checksum-Algorithm": Header("sha1,sha256,md5"),
+                },
+            )
+        },
+        public=True,
+    )
 
 
 def upload_location(base_url: str, upload_id: str) -> str:
@@ -178,6 +240,49 @@ class TusHandler(BaseHandler):
 class TusCreateHandler(TusHandler):
     """POST creates an upload (with the first bytes, if the body carries them)."""
 
+    openapi = PathItem(
+        f"{TUS}/",
+        {
+            "options": _discovery("tusOptions"),
+            "post": Operation(
+                "tusCreate",
+                "Create a resumable upload: a pending media (or a partial upload, or a final "
+                "one joined from partial uploads); the body may carry the first bytes",
+                "tus",
+                {
+                    201: _answer(
+                        "Created; PATCH the bytes to Location (its last segment is the media's id)",
+                        Location=Header("The upload", Url, required=True),
+                        **{"Upload-Offset": Header("Bytes taken", Count)},
+                    ),
+                    **_errors(400, 401, 403, 404, 410, 412, 413, 423, 429, 503, 507),
+                },
+                body=Binary,
+                body_media=OFFSET_CONTENT_TYPE,
+                body_required=False,
+                params=(
+                    _RESUMABLE,
+                    Param("Upload-Length", "header", str, "The file's size in bytes"),
+                    Param("Upload-Defer-Length", "header", str, "1: the size comes later"),
+                    Param(
+                        "Upload-Metadata",
+                        "header",
+                        str,
+                        "Comma-separated `key base64(value)`: filename, entity_type and "
+                        "entity_id required; title, description, alt_text, is_primary and "
+                        "display_order optional",
+                    ),
+                    Param(
+                        "Upload-Concat",
+                        "header",
+                        str,
+                        "`partial`, or `final;<partial upload URLs>`",
+                    ),
+                ),
+            ),
+        },
+    )
+
     created: TusUpload | None = None
 
     async def prepare(self) -> None:
@@ -216,6 +321,61 @@ class TusCreateHandler(TusHandler):
 @tornado.web.stream_request_body
 class TusUploadHandler(TusHandler):
     """HEAD reports the offset, PATCH appends, DELETE terminates."""
+
+    openapi = PathItem(
+        f"{TUS}/{{media_id}}",
+        {
+            "options": _discovery("tusUploadOptions"),
+            "head": Operation(
+                "tusHead",
+                "The upload's offset (where to resume), length, metadata and expiry",
+                "tus",
+                {
+                    200: _answer(
+                        "The upload",
+                        **{
+                            "Upload-Offset": Header("Bytes received", Count),
+                            "Upload-Length": Header("The file's size", Count),
+                            "Upload-Defer-Length": Header("1 while the size is unknown"),
+                            "Upload-Metadata": Header("As sent at creation"),
+                            "Upload-Concat": Header("partial, or final;<URLs>"),
+                            "Cache-Control": Header("no-store"),
+                        },
+                    ),
+                    **_errors(401, 404, 410, 412, 423, 503),
+                },
+                params=(_RESUMABLE,),
+            ),
+            "patch": Operation(
+                "tusPatch",
+                "Append bytes at Upload-Offset; the last ones complete the media",
+                "tus",
+                {
+                    204: _answer(
+                        "Stored durably",
+                        **{"Upload-Offset": Header("Bytes received", Count, required=True)},
+                    ),
+                    **_errors(400, 401, 403, 404, 409, 410, 412, 413, 415, 423, 429, 460, 503, 507),
+                },
+                body=Binary,
+                body_media=OFFSET_CONTENT_TYPE,
+                params=(
+                    _RESUMABLE,
+                    Param("Upload-Offset", "header", Count, "The upload's offset", required=True),
+                    Param("Upload-Checksum", "header", str, "`sha1|sha256|md5 base64(digest)`"),
+                    Param("Upload-Length", "header", str, "Declares a deferred length"),
+                ),
+            ),
+            "delete": Operation(
+                "tusTerminate",
+                "Terminate the upload: what it received and its pending media go",
+                "tus",
+                {204: _answer("Terminated"), **_errors(401, 404, 412, 423, 503)},
+                params=(_RESUMABLE,),
+            ),
+        },
+        params=(MEDIA_ID_PARAM,),
+    )
 
     answer: TusUpload | None = None
 

@@ -11,7 +11,19 @@ from mediasvc.auth import Principal
 from mediasvc.errors import BadRequest
 from mediasvc.handlers.base import BaseHandler
 from mediasvc.handlers.media import API, entity_location, media_location
+from mediasvc.models.base import Error, Url
+from mediasvc.models.media import Media
+from mediasvc.models.uploads import (
+    BatchFailure,
+    BatchResult,
+    BatchUploadForm,
+    EntityRef,
+    UploadFields,
+    UploadForm,
+)
+from mediasvc.openapi import Answer, Header, Operation, PathItem
 from mediasvc.upload import MultipartReceiver, boundary_of
+from mediasvc.wire import decode_fields
 
 # Received bytes go to the upload-bytes counter in steps of this many (and at the end): in
 # multiprocess mode each increment takes a lock and writes a shared file, once per 256 KB
@@ -22,6 +34,28 @@ METRIC_STEP_BYTES = 4 * 1024 * 1024
 @tornado.web.stream_request_body
 class UploadHandler(BaseHandler):
     """POST /upload/: authenticate before the body, stream it, then store and record."""
+
+    openapi = PathItem(
+        f"{API}/upload/",
+        {
+            "post": Operation(
+                "uploadMedia",
+                "Upload one file (multipart, streamed)",
+                "uploads",
+                {
+                    201: Answer(
+                        "Stored and recorded",
+                        Media,
+                        headers={"Location": Header("The media", Url, True)},
+                        links="id",
+                    )
+                },
+                errors=(400, 401, 403, 409, 413, 429, 503, 507),
+                body=UploadForm,
+                body_media="multipart/form-data",
+            )
+        },
+    )
 
     receiver: MultipartReceiver | None = None
     failed = False
@@ -102,13 +136,14 @@ class UploadHandler(BaseHandler):
             await receiver.close()
             if not receiver.files:
                 raise BadRequest("No file was submitted in the 'file' field")
+            fields = decode_fields(UploadFields, receiver.fields, self.ctx.settings)
             media = await self.ctx.media.create_from_upload(
-                self.principal, receiver.fields, receiver.files[0]
+                self.principal, fields, receiver.files[0]
             )
         finally:
             receiver.discard()
         self.set_header("Location", media_location(self.base_url, media.id))
-        self.write_json(self.ctx.media.present(media, self.base_url), status=201)
+        self.write_model(self.ctx.media.present(media, self.base_url), status=201)
 
     def on_connection_close(self) -> None:
         # The client went away mid-body: drop what was spooled; no record was made.
@@ -123,6 +158,33 @@ class BatchUploadHandler(UploadHandler):
     """POST /batch_upload/: `files` repeated; each file is validated and stored on its own."""
 
     upload_kind = "batch"
+    openapi = PathItem(
+        f"{API}/batch_upload/",
+        {
+            "post": Operation(
+                "batchUploadMedia",
+                "Upload several files to one entity (multipart)",
+                "uploads",
+                {
+                    201: Answer(
+                        "At least one file was stored",
+                        BatchResult,
+                        headers={
+                            "Location": Header(
+                                "The list of the entity's media, which holds every media created",
+                                Url,
+                                True,
+                            )
+                        },
+                    ),
+                    400: Answer("Invalid form, or no file could be stored", (Error, BatchFailure)),
+                },
+                errors=(401, 403, 413, 429, 503, 507),
+                body=BatchUploadForm,
+                body_media="multipart/form-data",
+            )
+        },
+    )
 
     @property
     def body_limit(self) -> int:
@@ -145,17 +207,24 @@ class BatchUploadHandler(UploadHandler):
         self.body_complete = True
         try:
             await receiver.close()
+            entity = decode_fields(EntityRef, receiver.fields, self.ctx.settings)
             result = await self.ctx.media.create_batch(
-                self.principal, receiver.fields, receiver.files, receiver.rejected
+                self.principal, entity, receiver.files, receiver.rejected
             )
         finally:
             receiver.discard()
-        if result["summary"]["successful"]:
-            entity = self.ctx.media.entity_for_upload(self.principal, receiver.fields)
-            self.set_header("Location", entity_location(self.base_url, *entity))
-            self.write_json(result, status=201)
+        if result.summary.successful:
+            location = entity_location(self.base_url, entity.entity_type, str(entity.entity_id))
+            self.set_header("Location", location)
+            self.write_model(result, status=201)
         else:
-            self.write_json({"error": "No file could be uploaded", **result}, status=400)
+            failure = BatchFailure(
+                error="No file could be uploaded",
+                created=result.created,
+                errors=result.errors,
+                summary=result.summary,
+            )
+            self.write_model(failure, status=400)
 
 
 routes = [(rf"{API}/upload/?", UploadHandler), (rf"{API}/batch_upload/?", BatchUploadHandler)]

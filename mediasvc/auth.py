@@ -16,6 +16,7 @@ import jwt
 
 from mediasvc.errors import Unauthorized
 from mediasvc.listing import Visibility
+from mediasvc.models.base import ENTITY_TYPE
 from mediasvc.records import MediaRecord
 from mediasvc.settings import Settings
 
@@ -23,7 +24,7 @@ _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]
 VERIFIED_TOKENS = 4096
 """Verified tokens remembered (with their principal) until they expire; past this many, the
 oldest is forgotten."""
-_GRANT = re.compile(r"^[a-z][a-z0-9_\-]{0,63}:(\*|[A-Za-z0-9_\-.@]{1,128})$")
+_GRANT = re.compile(rf"^{ENTITY_TYPE}:(\*|[A-Za-z0-9_\-.@]{{1,128}})$")
 
 
 @dataclass(frozen=True)

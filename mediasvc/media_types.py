@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-MEDIA_TYPES = ("image", "video", "document", "audio")
+MediaType = Literal["image", "video", "document", "audio"]
+MEDIA_TYPES: tuple[MediaType, ...] = get_args(MediaType)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,12 @@ queued them; a dispatcher claims them with a lease and runs them in a process po
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal, get_args
 
 from mediasvc.records import JobRecord, MediaRecord
 
-OPERATIONS = ("thumbnail", "optimize", "resize")
+OperationName = Literal["thumbnail", "optimize", "resize"]
+OPERATIONS: tuple[OperationName, ...] = get_args(OperationName)
 HEAVY, CHEAP = "heavy", "cheap"
 LANES = (HEAVY, CHEAP)
 # Still raster images: their cost is bounded by the pixel limit checked from the header.

@@ -111,7 +111,7 @@ async def test_presigned_put_after_delete_is_refused_and_stores_nothing(
     head = (await asyncio.wait_for(reader.read(65536), 10)).decode("latin-1")
     writer.close()
     assert head.startswith("HTTP/1.1 404"), head[:200]
-    assert '{"error": "No upload is expected at this URL"}' in head
+    assert '{"error":"No upload is expected at this URL"}' in head
     assert [p for p in settings.storage_path.rglob("*") if p.is_file()] == []
     await _wait_for(lambda: not list(settings.spool_path.glob("upload-*")))
     again = await client.request("PUT", answer["upload_url"], body=content,

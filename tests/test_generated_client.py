@@ -182,7 +182,7 @@ async def _read_and_change(gen: Generated, sdk: Any, owner: Caller, media: list[
     images = await listing.asyncio(
         client=sdk, entity_type="user", entity_id=uuid.UUID(owner.sub),
         media_type=gen.model("ListMediaMediaType")("image"),
-        status=gen.model("ListMediaStatus")("ready"), limit=1, offset=0,
+        status=gen.model("MediaStatus")("ready"), limit=1, offset=0,
     )  # fmt: skip
     assert images.count == 2 and len(images.results) == 1 and images.next_ is not None
     found = await listing.asyncio(client=sdk, entity_id=uuid.UUID(owner.sub), search="drawing")
@@ -196,7 +196,7 @@ async def _read_and_change(gen: Generated, sdk: Any, owner: Caller, media: list[
 
     bulk = gen.model("BulkUpdateRequest")(
         media_ids=[str(pdf.id), str(txt.id)],
-        updates=gen.model("BulkUpdateRequestUpdates")(description="Shared"),
+        updates=gen.model("MediaChanges")(description="Shared"),
     )
     updated = await gen.operation("media.bulk_update_media").asyncio(client=sdk, body=bulk)
     assert (updated.updated, updated.failed) == (2, [])
@@ -210,9 +210,7 @@ async def _process(gen: Generated, sdk: Any, photo: Any) -> None:
     operation = gen.model("ProcessRequestOperationsItem")
     body = gen.model("ProcessRequest")(
         operations=[operation("thumbnail"), operation("optimize")],
-        options=gen.model("ProcessRequestOptions")(
-            resize=gen.model("ProcessRequestOptionsResize")(width=800, height=600)
-        ),
+        options=gen.model("ProcessOptions")(resize=gen.model("ResizeBox")(width=800, height=600)),
     )
     queued = await gen.operation("media.process_media").asyncio_detailed(
         photo.id, client=sdk, body=body

@@ -23,6 +23,7 @@ from tornado.routing import PathMatches
 
 from mediasvc.app import Service
 from mediasvc.auth import Principal
+from mediasvc.models.media import ListParams
 from tests.support.client import API, Client
 from tests.support.tokens import make_token
 
@@ -171,7 +172,7 @@ async def _remove_what_the_run_made(service: Service, sub: str) -> None:
     """Delete the media the run created and let their jobs settle, for the tests after us."""
     context = service.context
     principal = Principal(sub, roles=frozenset({"admin"}))
-    uploads = context.media.parse_list_query(Principal(sub), {"limit": "100"})
+    uploads = context.media.parse_list_query(Principal(sub), ListParams(limit=100))
     while made := (await context.media.list_media(uploads)).items:
         for media in made:
             await context.media.delete(principal, media.id)

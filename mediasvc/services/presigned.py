@@ -9,25 +9,20 @@ that are never confirmed are swept once their URL has expired.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
 
 from mediasvc.auth import Principal
 from mediasvc.errors import BadRequest, Conflict, Forbidden
 from mediasvc.media_types import extension_of, kind_for_extension
-from mediasvc.records import Doc, MediaRecord, MediaStatus, now_ms
+from mediasvc.models.base import TEXTS, given
+from mediasvc.models.uploads import PresignedUpload, PresignedUploadRequest
+from mediasvc.records import MediaRecord, MediaStatus, now_ms
 from mediasvc.services.arrival import accept, content_problem, reject
 from mediasvc.services.media import MediaService
 from mediasvc.upload import size_error
-from mediasvc.validation import check_field, json_int
 
 log = logging.getLogger(__name__)
-REQUEST_FIELDS = frozenset(
-    {"filename", "content_type", "entity_type", "entity_id", "file_size", "title", "description",
-     "alt_text"}
-)  # fmt: skip
 SWEEP_BATCH = 100
 
 
@@ -40,47 +35,37 @@ class PresignedUploads:
         self.blobs = media.blobs
         self.repository = media.repository
 
-    async def create(self, principal: Principal, body: Mapping[str, Any], base_url: str) -> Doc:
-        """Validate everything first, then record a pending media and sign its PUT URL."""
-        unknown = sorted(set(body) - REQUEST_FIELDS)
-        if unknown:
-            raise BadRequest(f"Unknown field '{str(unknown[0])[:64]}'")
-        filename = _required_string(body, "filename", 1024)
-        extension = extension_of(filename)
+    async def create(
+        self, principal: Principal, request: PresignedUploadRequest, base_url: str
+    ) -> PresignedUpload:
+        """Check what the extension decides, then record a pending media and sign its PUT URL."""
+        extension = extension_of(request.filename)
         kind = kind_for_extension(extension)
         if kind is None:
             raise BadRequest(f"File extension '{extension[:32]}' is not allowed")
-        content_type = _required_string(body, "content_type", 255).lower()
+        content_type = request.content_type.lower()
         if content_type not in kind.sniffed:
             raise BadRequest(
                 f"Content type '{content_type[:64]}' does not match the extension '{extension}'"
             )
-        entity = self.media.entity_for_upload(principal, body)
-        size = json_int(body.get("file_size"))
-        if size is None or size < 1:
-            raise BadRequest("file_size must be a positive integer")
-        limit = self.settings.size_limit(kind.media_type)
+        entity = self.media.entity_for_upload(principal, request)
+        size, limit = request.file_size, self.settings.size_limit(kind.media_type)
         if size > limit:
             raise size_error(kind.media_type, limit)
-        metadata = {
-            name: check_field(name, body[name], self.settings)
-            for name in ("title", "description", "alt_text")
-            if name in body
-        }
-        media = self.media.new_media(principal, entity, kind, filename, metadata)
+        metadata = given(request, TEXTS)
+        media = self.media.new_media(principal, entity, kind, request.filename, metadata)
         ttl = self.settings.presigned_upload_ttl
         upload = self.blobs.presign_upload(media.storage_key, content_type, size, ttl, base_url)
         media.file_size, media.upload_expires_at = size, upload.expires_at * 1000
         await self.repository.insert(media)
-        return {
-            "upload_url": upload.url,
-            "upload_headers": upload.headers,
-            "media_id": media.id,
-            "storage_key": media.storage_key,
-            "expires_at": datetime.fromtimestamp(upload.expires_at, UTC).strftime(
-                "%Y-%m-%dT%H:%M:%SZ"
-            ),
-        }
+        expires_at = datetime.fromtimestamp(upload.expires_at, UTC)
+        return PresignedUpload(
+            upload_url=upload.url,
+            upload_headers=upload.headers,
+            media_id=media.id,
+            storage_key=media.storage_key,
+            expires_at=expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
 
     async def confirm(self, principal: Principal, media_id: str) -> MediaRecord:
         """Check the uploaded object and move the media on; confirming again changes nothing."""
@@ -128,12 +113,3 @@ class PresignedUploads:
                 "sweep removed %d expired uploads, aborted %d partial uploads", removed, aborted
             )
         return {"expired_uploads": removed, "aborted_multipart_uploads": aborted}
-
-
-def _required_string(body: Mapping[str, Any], name: str, limit: int) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest(f"{name} is required")
-    if len(value) > limit:
-        raise BadRequest(f"{name} must be at most {limit} characters")
-    return value

@@ -32,9 +32,11 @@ from typing import Any, TypeVar
 from mediasvc.auth import Principal
 from mediasvc.errors import BadRequest, Conflict, Forbidden, MediaError, NotFound, TooLarge
 from mediasvc.media_types import FileKind, extension_of, kind_for_extension
+from mediasvc.models.base import TEXTS, given
+from mediasvc.models.uploads import TusMetadata
 from mediasvc.records import MediaRecord, MediaStatus, now_ms
 from mediasvc.services.arrival import accept, content_problem, reject
-from mediasvc.services.media import UPLOAD_FIELDS, MediaService
+from mediasvc.services.media import MediaService
 from mediasvc.services.tus_append import AppendSession, Lease
 from mediasvc.spool import owner_tag
 from mediasvc.tus_parts import (
@@ -50,13 +52,13 @@ from mediasvc.tus_parts import (
 from mediasvc.tus_protocol import Checksum, Concat, Gone, Locked
 from mediasvc.tus_records import PartMode, TusKind, TusRepository, TusState, TusUpload
 from mediasvc.upload import size_error
-from mediasvc.validation import maybe_uuid, parse_form_bool
+from mediasvc.wire import canonical_uuid, decode_fields, form_bool
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Keys tus clients send on their own (tus-js-client's examples, Uppy): accepted, not used.
 CLIENT_KEYS = frozenset({"filetype", "name", "type", "relativePath"})
-METADATA_KEYS = UPLOAD_FIELDS | {"filename"}
+METADATA_KEYS = frozenset(TusMetadata.__struct_fields__)
 SWEEP_BATCH = 100
 _KEPT_HASHES = 1024
 _TAG = re.compile(r"[0-9]+-[0-9a-f]{8}")
@@ -165,16 +167,12 @@ class TusUploads:
         unknown = sorted(set(metadata) - METADATA_KEYS - CLIENT_KEYS)
         if unknown:
             raise BadRequest(f"Unknown Upload-Metadata key '{unknown[0][:64]}'")
-        filename = metadata.get("filename", "")
-        if not filename.strip():
-            raise BadRequest("Upload-Metadata must carry the filename")
-        if len(filename) > 1024:
-            raise BadRequest("filename must be at most 1024 characters")
+        fields = {name: value for name, value in metadata.items() if name in METADATA_KEYS}
+        checked = decode_fields(TusMetadata, fields, self.settings)
+        filename = checked.filename
         kind = self._kind_of(filename)
-        fields = {name: value for name, value in metadata.items() if name in UPLOAD_FIELDS}
-        entity = self.media.entity_for_upload(principal, fields)
-        optional = self.media.upload_fields(fields)
-        optional.pop("is_primary", None)  # applied once the file is stored
+        entity = self.media.entity_for_upload(principal, checked)
+        optional = given(checked, (*TEXTS, "display_order"))  # is_primary: once it is stored
         if length is not None:
             self._check_length(length, kind)
         media = self.media.new_media(principal, entity, kind, filename, optional)
@@ -271,7 +269,7 @@ class TusUploads:
 
     async def owned(self, principal: Principal, upload_id: str) -> TusUpload:
         """An upload of the caller (or any, for an admin): 404 otherwise, 410 once expired."""
-        canonical = maybe_uuid(upload_id)
+        canonical = canonical_uuid(upload_id)
         upload = await self.repository.get(canonical) if canonical else None
         if upload is None or (upload.owner != principal.sub and not principal.is_admin):
             raise NotFound("Upload not found")
@@ -412,7 +410,7 @@ class TusUploads:
 
     async def _make_primary(self, upload: TusUpload, principal: Principal) -> None:
         wanted = upload.metadata.get("is_primary")
-        if wanted is None or not parse_form_bool(wanted, "is_primary"):
+        if wanted is None or not form_bool(wanted, "is_primary"):
             return
         try:
             await self.media.set_primary(principal, upload.id)
@@ -461,7 +459,7 @@ class TusUploads:
 
     async def terminate(self, principal: Principal, upload_id: str) -> None:
         """DELETE: the upload and what it received go (a finished media stays)."""
-        canonical = maybe_uuid(upload_id)
+        canonical = canonical_uuid(upload_id)
         upload = await self.repository.get(canonical) if canonical else None
         if upload is None or (upload.owner != principal.sub and not principal.is_admin):
             raise NotFound("Upload not found")
