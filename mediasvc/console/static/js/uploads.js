@@ -224,7 +224,7 @@ function resume(item) {
   pump();
 }
 
-async function cancel(item) {
+async function cancel(item, done = 'Cancelled') {
   const upload = item.upload;
   item.state = 'cancelled';
   render(item);
@@ -238,10 +238,16 @@ async function cancel(item) {
   }
   item.element.remove();
   items.splice(items.indexOf(item), 1);
-  announce(`Cancelled ${item.path}.`);
+  announce(`${done} ${item.path}.`);
   summarize();
   pump();
   focusAfterRemoval();
+}
+
+/** Take a file that was not uploaded off the list (its partial upload, if any, is
+ * terminated like a cancel). */
+function dismiss(item) {
+  cancel(item, 'Removed');
 }
 
 function clearFinished() {
@@ -285,7 +291,8 @@ function itemElement(item) {
       button('Pause', pause, 'act-pause'),
       button('Resume', resume, 'act-resume'),
       button('Retry', resume, 'act-retry'),
-      button('Cancel', cancel, 'act-cancel')));
+      button('Cancel', cancel, 'act-cancel'),
+      button('Remove', dismiss, 'act-remove')));
   element.progress = progress;
   return element;
 }
@@ -313,7 +320,8 @@ function render(item) {
     'act-pause': item.state === 'uploading' || item.state === 'queued',
     'act-resume': item.state === 'paused',
     'act-retry': item.state === 'failed' && retryable(item),
-    'act-cancel': item.state !== 'done' && item.state !== 'cancelled',
+    'act-cancel': ['queued', 'uploading', 'paused'].includes(item.state),
+    'act-remove': item.state === 'failed',
   };
   for (const [cls, visible] of Object.entries(can)) show(element.querySelector(`.${cls}`), visible);
   if (item.state === 'done' || item.state === 'failed') keepFocus(element);
