@@ -27,6 +27,7 @@ from playwright.async_api import async_playwright, expect
 
 from mediasvc.app import Service, start_service
 from mediasvc.console import ConsoleAssets, content_security_policy
+from mediasvc.records import MediaRecord, MediaStatus
 from tests.support.client import API, Client
 from tests.support.console import (
     ARTEFACTS_VARIABLE,
@@ -370,6 +371,8 @@ async def test_at_phone_width_nothing_scrolls_sideways(
     await expect(_card(page, "photo.jpg").locator("img.thumb-image")).to_be_visible(timeout=SETTLE)
     assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     await _blocking(screens, page, "phone-library")
+    await page.emulate_media(color_scheme="dark")  # the system's dark setting, contrast too
+    await _blocking(screens, page, "phone-library-dark")
     await _card(page, "photo.jpg").locator(".card-open").click()
     await expect(page.locator("#detail")).to_be_visible()
     assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
@@ -461,3 +464,150 @@ def test_console_url_refuses_what_would_not_work(
         console_url(server, str(uuid.uuid4()), *options)
     assert failed.value.returncode == 2
     assert message in failed.value.stderr
+
+
+async def _throttle_uploads(page: Any, bytes_per_second: int) -> None:
+    """Slow the page's uploads (Chromium's network emulation), so a person can pause one."""
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("Network.enable")
+    conditions = {"offline": False, "latency": 0, "downloadThroughput": -1}
+    await cdp.send(
+        "Network.emulateNetworkConditions", {**conditions, "uploadThroughput": bytes_per_second}
+    )
+
+
+async def _pending(console: Console, token: str) -> list[dict[str, Any]]:
+    answer = await console.client.request("GET", f"{API}/?status=pending", token=token)
+    results: list[dict[str, Any]] = answer.json["results"]
+    return results
+
+
+async def test_uploads_pause_resume_and_cancel(
+    console: Console, browser: Any, files: dict[str, Path], screens: Screens, tmp_path: Path
+) -> None:
+    sub = str(uuid.uuid4())
+    token = make_token(sub)
+    page, log = await open_page(browser, DESKTOP)
+    await _sign_in(page, console, sub)
+    await _throttle_uploads(page, 1_500_000)
+    second = tmp_path / "second-photo.jpg"
+    second.write_bytes(files["photo.jpg"].read_bytes())
+    await page.set_input_files("#file-input", [str(files["photo.jpg"]), str(second)])
+    first = page.locator(".upload-item").filter(has=page.get_by_text("photo.jpg", exact=True))
+    other = page.locator(".upload-item").filter(has=page.get_by_text(second.name, exact=True))
+    await expect(first.locator(".upload-detail")).to_contain_text("%")
+    await expect(page.locator("#upload-total")).not_to_have_attribute("value", "0")
+    await _blocking(screens, page, "desktop-uploading")
+
+    await first.get_by_role("button", name="Pause").click()
+    await expect(first.locator(".upload-detail")).to_contain_text("Paused")
+    paused_at = await first.locator("progress").get_attribute("value")
+    await other.get_by_role("button", name="Cancel").click()
+    await expect(other).to_have_count(0)
+    await asyncio.sleep(1)
+    assert await first.locator("progress").get_attribute("value") == paused_at
+    pending = await _pending(console, token)
+    assert [m["filename"] for m in pending] == ["photo.jpg"]  # the cancelled one is gone
+
+    await first.get_by_role("button", name="Resume").click()
+    await expect(first.locator(".upload-detail")).to_contain_text("Uploaded", timeout=SETTLE)
+    await expect(_card(page, "photo.jpg").locator("img.thumb-image")).to_be_visible(timeout=SETTLE)
+    assert await _pending(console, token) == []
+    assert await log.csp_violations(page) == []
+    await page.context.close()
+
+
+async def test_a_folder_goes_up_with_its_files(
+    console: Console, browser: Any, samples: dict[str, bytes], tmp_path: Path
+) -> None:
+    folder = tmp_path / "holiday"
+    (folder / "day-two").mkdir(parents=True)
+    (folder / "beach.png").write_bytes(samples["png"])
+    (folder / "day-two" / "waves.webp").write_bytes(samples["webp"])
+    sub = str(uuid.uuid4())
+    page, log = await open_page(browser, DESKTOP)
+    await _sign_in(page, console, sub)
+    await page.set_input_files("#folder-input", str(folder))
+    names = page.locator(".upload-name")
+    await expect(names).to_have_count(2)
+    assert sorted(await names.all_inner_texts()) == [
+        "holiday/beach.png",
+        "holiday/day-two/waves.webp",
+    ]
+    for name in ("beach.png", "waves.webp"):
+        await expect(_card(page, name).locator(".badge-ready")).to_be_visible(timeout=SETTLE)
+    assert await log.csp_violations(page) == []
+    await page.context.close()
+
+
+async def test_the_gallery_filters_searches_and_pages_by_cursor(
+    console: Console, browser: Any, screens: Screens
+) -> None:
+    """60 records of one caller (put in through the repository: their files do not matter
+    here): the first page, the next ones as the end of the grid comes into view, filters."""
+    sub = str(uuid.uuid4())
+    now = int(time.time() * 1000)
+    records = []
+    for number in range(60):
+        kind = ("document", "application/pdf", "pdf") if number % 3 == 0 else None
+        media_type, content_type, extension = kind or ("image", "image/png", "png")
+        media = MediaRecord.new(
+            entity=("user", sub),
+            uploaded_by=sub,
+            kind_media_type=media_type,
+            content_type=content_type,
+            extension=extension,
+            filename=f"item-{number:02d}.{extension}",
+            now=now - number * 1000,
+        )
+        media.status = MediaStatus.READY
+        records.append(media)
+    await console.service.context.repository.insert_many(records)
+
+    page, log = await open_page(browser, DESKTOP)
+    await _sign_in(page, console, sub)
+    cards = page.locator(".card")
+    await expect(cards).to_have_count(40)  # the first page
+    await expect(page.locator("#gallery-count")).to_have_text("40 of 60 shown")
+    await page.locator("#sentinel").scroll_into_view_if_needed()
+    await expect(cards).to_have_count(60)
+    await expect(page.locator("#load-more")).to_be_hidden()
+    await _blocking(screens, page, "desktop-gallery-placeholders")
+
+    await page.get_by_label("Media type").select_option("document")
+    await expect(cards).to_have_count(20)
+    await page.get_by_label("Search").fill("item-0")
+    await expect(cards).to_have_count(4)  # item-00, 03, 06, 09
+    await page.get_by_label("Media type").select_option("")
+    await page.get_by_label("Status").select_option("failed")
+    await expect(page.locator("#gallery-empty")).to_be_visible()
+    await page.get_by_label("Status").select_option("ready")
+    await page.get_by_label("Search").fill("")
+    await page.get_by_label("Entity", exact=True).fill(f"user:{sub}")
+    await page.get_by_role("button", name="Apply").click()
+    await expect(page.locator("#gallery-count")).to_have_text("40 of 60 shown")
+    await page.get_by_label("Entity", exact=True).fill("user:not-a-uuid")
+    await page.get_by_role("button", name="Apply").click()
+    await expect(page.locator("#f-entity-error")).to_contain_text("must be a UUID")
+    assert await log.csp_violations(page) == []
+    await page.context.close()
+
+
+async def test_a_failed_media_is_retried_from_its_detail_view(
+    console: Console, browser: Any, files: dict[str, Path]
+) -> None:
+    sub = str(uuid.uuid4())
+    page, log = await open_page(browser, DESKTOP)
+    await _sign_in(page, console, sub)
+    await page.set_input_files("#file-input", str(files["broken.jpg"]))
+    card = _card(page, "broken.jpg")
+    await expect(card.locator(".badge-failed")).to_be_visible(timeout=SETTLE)
+    await card.locator(".card-open").click()
+    dialog = page.locator("#detail")
+    await expect(dialog.locator("#detail-failure")).to_contain_text("Processing failed: Cannot")
+    await dialog.get_by_role("button", name="Retry processing").click()
+    await expect(dialog.locator("#detail-status")).to_have_text("Queued again.")
+    await expect(card.locator(".badge-processing, .badge-failed")).to_be_visible()
+    await expect(dialog.locator("#detail-failure")).to_be_visible(timeout=SETTLE)  # fails again
+    assert await log.csp_violations(page) == []
+    await page.context.close()
