@@ -44,6 +44,7 @@ from tests.support.service import service_settings
 from tests.support.tokens import make_token
 
 REFUSED = "notes.exe"
+AUDIO_LIMIT = 64 * 1024  # a second of WAV (86 KB) is larger: refused for its size
 SETTLE = 90_000  # ms: a 12 MP photo and a video through real workers on a busy machine
 ROOT = Path(__file__).parent.parent
 
@@ -68,6 +69,7 @@ async def console(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Con
         sweep_interval=0,
         workers=1,
         job_max_attempts=1,
+        max_audio_size=AUDIO_LIMIT,
     )
     service = await start_service(settings)
     try:
@@ -609,5 +611,35 @@ async def test_a_failed_media_is_retried_from_its_detail_view(
     await expect(dialog.locator("#detail-status")).to_have_text("Queued again.")
     await expect(card.locator(".badge-processing, .badge-failed")).to_be_visible()
     await expect(dialog.locator("#detail-failure")).to_be_visible(timeout=SETTLE)  # fails again
+    assert await log.csp_violations(page) == []
+    await page.context.close()
+
+
+async def test_refusals_show_the_services_message_for_size_and_permission(
+    console: Console, browser: Any, samples: dict[str, bytes], tmp_path: Path
+) -> None:
+    """A caller with a `practitioner:*` grant may type an entity; one of another type is
+    refused (403), a file over its type's limit too (413): each with the service's words."""
+    (tmp_path / "tone.wav").write_bytes(samples["wav"])
+    (tmp_path / "small.png").write_bytes(samples["png"])
+    page, log = await open_page(browser, DESKTOP)
+    await _sign_in(page, console, str(uuid.uuid4()), "--entity", "practitioner:*")
+    await page.get_by_label("Upload to").select_option(label="Another entity…")
+    await page.get_by_label("Entity (TYPE:ID)").fill(f"service:{uuid.uuid4()}")
+    await page.set_input_files("#file-input", str(tmp_path / "small.png"))
+    refused = page.locator(".upload-item").filter(has=page.get_by_text("small.png", exact=True))
+    await expect(refused.locator(".upload-error")).to_have_text(
+        "No permission to upload media for this entity"
+    )
+    await page.get_by_label("Entity (TYPE:ID)").fill(f"practitioner:{uuid.uuid4()}")
+    await page.set_input_files("#file-input", str(tmp_path / "tone.wav"))
+    too_large = page.locator(".upload-item").filter(has=page.get_by_text("tone.wav", exact=True))
+    limit = f"{AUDIO_LIMIT / 1024 / 1024:.1f}MB"
+    await expect(too_large.locator(".upload-error")).to_have_text(
+        f"File size exceeds maximum allowed size of {limit} for audio files"
+    )
+    await expect(refused.get_by_role("button", name="Retry")).to_be_hidden()  # it would not help
+    await refused.get_by_role("button", name="Remove").click()
+    await expect(refused).to_have_count(0)
     assert await log.csp_violations(page) == []
     await page.context.close()
