@@ -357,6 +357,7 @@ async def test_a_person_signs_in_uploads_and_manages_media(
     for media_id in extra_ids:
         assert (await _media(console, token, media_id)).status == 404
     await expect(page.locator(".card")).to_have_count(1)
+    await expect(page.locator("#gallery-title")).to_be_focused()
 
     assert await log.csp_violations(page) == []
     assert log.errors == []

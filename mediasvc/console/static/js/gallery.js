@@ -283,6 +283,7 @@ async function bulkDelete() {
     announce(`Bulk delete stopped: ${error.message}`);
     return;
   }
+  byId('gallery-title').focus(); // the button that had the focus is disabled now
   announce(failed.length ? `Deleted ${deleted}; ${failed.length} could not be deleted (${failed[0].error}).` : `Deleted ${deleted} media.`);
 }
 
