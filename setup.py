@@ -13,6 +13,7 @@ setup(
         "mediasvc.services",
         "mediasvc.storage",
         "mediasvc.uploader",
+        "mediasvc.console",
         "mediasvc.handlers",
         "mediasvc.pipeline",
     ],
@@ -20,6 +21,10 @@ setup(
         "mediasvc": "mediasvc",
         "mediasvc.handlers": "handlers",
         "mediasvc.pipeline": "pipeline",
+    },
+    # the web console's page and files (served by the service; nothing is built or fetched)
+    package_data={
+        "mediasvc.console": ["index.html", "static/*.*", "static/js/*.js", "static/vendor/*"]
     },
     install_requires=[
         "tornado>=6.5",

@@ -25,7 +25,7 @@ from mediasvc.context import AppContext
 from mediasvc.cors import CorsPolicy
 from mediasvc.embedded_db import EmbeddedMongo, running_database_uri
 from mediasvc.errors import Unavailable
-from mediasvc.handlers import files, media, openapi, ops, presigned, tus, upload
+from mediasvc.handlers import console, files, media, openapi, ops, presigned, tus, upload
 from mediasvc.handlers.base import NotFoundHandler, log_request
 from mediasvc.http1 import EarlyAnswerLimits, make_server
 from mediasvc.pipeline.dispatcher import Dispatcher
@@ -57,6 +57,7 @@ def make_app(context: AppContext) -> tornado.web.Application:
         *tus.routes,  # before the media routes, whose {media_id} would match `tus`
         *media.routes,
         *files.routes_for(context.blobs),
+        *console.routes(),
     ]
     return tornado.web.Application(
         routes,

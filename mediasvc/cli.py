@@ -1,4 +1,5 @@
-"""The `mediasvc` command: serve, token, config, upload, and the operations commands."""
+"""The `mediasvc` command: serve, token, console-url, config, upload, and the operations
+commands."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from typing import Any
 
@@ -28,13 +30,16 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", parents=[common], help="run the HTTP API")
     serve.add_argument("--host", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default 8000)")
-    token = commands.add_parser("token", parents=[common], help="print a bearer token")
-    token.add_argument("--sub", required=True, help="the caller's id (`sub` claim)")
-    token.add_argument("--role", action="append", default=[], help="a role, e.g. admin")
-    token.add_argument(
-        "--entity", action="append", default=[], help="a grant TYPE:ID or TYPE:* (repeatable)"
+    _add_claims(commands.add_parser("token", parents=[common], help="print a bearer token"))
+    console_url = commands.add_parser(
+        "console-url",
+        parents=[common],
+        help="print a URL that signs a browser in to the web console (the token in its fragment)",
     )
-    token.add_argument("--ttl", type=int, help="lifetime in seconds")
+    _add_claims(console_url)
+    console_url.add_argument(
+        "--server", help="the service's URL (default: public_url, else http://host:port)"
+    )
     commands.add_parser("config", parents=[common], help="print the effective settings")
     add_upload_parser(commands, [common])
     commands.add_parser(
@@ -54,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
         help="bring records of earlier versions up to date (servers also do it at start-up)",
     )
     return parser
+
+
+def _add_claims(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--sub", required=True, help="the caller's id (`sub` claim)")
+    command.add_argument("--role", action="append", default=[], help="a role, e.g. admin")
+    command.add_argument(
+        "--entity", action="append", default=[], help="a grant TYPE:ID or TYPE:* (repeatable)"
+    )
+    command.add_argument("--ttl", type=int, help="lifetime in seconds")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -76,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "token":
         return _token(settings, args)
+    if args.command == "console-url":
+        return _console_url(settings, args)
     if args.command == "upload":
         from mediasvc.uploader.command import run as upload  # rich, only when uploading
 
@@ -119,22 +135,54 @@ def _share_metrics(settings: Settings) -> None:
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
+    token = _mint(settings, args)
+    if token is None:
+        return 2
+    print(token)
+    return 0
+
+
+def _console_url(settings: Settings, args: argparse.Namespace) -> int:
+    """The console's address with a token in its fragment: a browser never sends a
+    fragment, so the token reaches no log; the page moves it to session storage."""
+    server = (args.server or settings.public_url or _listen_url(settings)).rstrip("/")
+    if not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", server):
+        print(f"mediasvc: --server {server!r} is not an http(s) URL", file=sys.stderr)
+        return 2
+    token = _mint(settings, args)
+    if token is None:
+        return 2
+    print(f"{server}/console/#token={token}")
+    return 0
+
+
+def _listen_url(settings: Settings) -> str:
+    host = settings.host
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "[::1]"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+def _mint(settings: Settings, args: argparse.Namespace) -> str | None:
+    """A token with the command's claims, or None (and a message) if they are not valid."""
     bad = [grant for grant in args.entity if not valid_grant(grant)]
     if bad:
         print(f"mediasvc: --entity {bad[0]!r} is not TYPE:ID or TYPE:*", file=sys.stderr)
-        return 2
+        return None
     if args.ttl is not None and args.ttl <= 0:
         print("mediasvc: --ttl must be positive", file=sys.stderr)
-        return 2
+        return None
     jwt_secret, _ = resolve_secrets(
         settings.jwt_secret, settings.url_signing_secret, settings.secrets_path
     )
     try:
-        token = TokenAuthority(settings, jwt_secret).mint(
+        return TokenAuthority(settings, jwt_secret).mint(
             args.sub, roles=args.role, entities=args.entity, ttl=args.ttl
         )
     except ValueError as exc:
         print(f"mediasvc: {exc}", file=sys.stderr)
-        return 2
-    print(token)
-    return 0
+        return None

@@ -46,6 +46,11 @@ ROUTES = [
     ("/healthz", "GET"),
     ("/readyz", "GET"),
     ("/metrics", "GET"),
+    ("/", "GET"),
+    ("/console", "GET"),
+    ("/console/", "GET"),
+    ("/console/static/0123456789ab/js/app.js", "GET"),
+    ("/console/api/operations", "GET"),
 ]
 
 

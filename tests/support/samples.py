@@ -76,3 +76,13 @@ def _ffmpeg(*args: str) -> None:
         check=True,
         stdin=subprocess.DEVNULL,
     )
+
+
+def make_photo(path: Path, width: int = 4000, height: int = 3000) -> Path:
+    """A camera-sized JPEG (12 MP by default, a few MB: grain keeps it from compressing to
+    nothing, as a real photo does not)."""
+    _ffmpeg(
+        "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate=1",
+        "-vf", "noise=alls=25:allf=t", "-frames:v", "1", "-q:v", "3", str(path),
+    )  # fmt: skip
+    return path
