@@ -15,6 +15,7 @@ from mediasvc.console import PROBE_KEY, ConsoleAssets, content_security_policy
 from mediasvc.console.operations import OperationsOverview
 from mediasvc.errors import Forbidden
 from mediasvc.handlers.base import BaseHandler, JsonErrorsMixin
+from mediasvc.wire import encode
 
 CONSOLE = "/console"
 YEAR = 365 * 24 * 3600
@@ -112,7 +113,7 @@ class OperationsHandler(BaseHandler):
             raise Forbidden("The operations overview is for admins only")
         ctx = self.ctx
         overview = OperationsOverview(ctx.repository, ctx.blobs, ctx.settings, ctx.embedded_db)
-        self.write_json(await overview.snapshot(self.base_url))
+        self.finish(encode(await overview.snapshot(self.base_url)))
 
 
 def routes() -> list[Any]:

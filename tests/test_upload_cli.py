@@ -6,9 +6,11 @@ runs as a subprocess against the real service; a TCP proxy stands in for the net
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import signal
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,7 +21,6 @@ import pytest
 from mediasvc.app import Service, start_service
 from mediasvc.cli import main
 from mediasvc.uploader.retry import Backoff
-from mediasvc.uploader.state import ResumeState
 from tests.support.client import API, Client
 from tests.support.early import MB, send_head
 from tests.support.proxy import Proxy
@@ -72,14 +73,16 @@ async def entity_media(client: Client, caller: Caller) -> list[dict[str, Any]]:
 
 
 def state_url(state: Path) -> str | None:
-    """The one unfinished upload's URL the state remembers, once it does."""
+    """The one unfinished upload's URL the state remembers, once it does (read through a
+    read-only connection, so that polling never takes the lock the uploader writes under)."""
     if not state.exists():
         return None
-    remembered = ResumeState(state)
     try:
-        return next(iter(remembered.unfinished()), None)
-    finally:
-        remembered.close()
+        with contextlib.closing(sqlite3.connect(f"{state.as_uri()}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT url FROM uploads WHERE url IS NOT NULL").fetchone()
+    except sqlite3.Error:  # not created yet, or busy: ask again
+        return None
+    return str(row[0]) if row else None
 
 
 async def until(condition: Callable[[], Any], timeout: float = 30) -> Any:

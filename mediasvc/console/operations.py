@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from pymongo import DESCENDING
 
 from mediasvc.embedded_db import EmbeddedMongo
@@ -90,7 +91,7 @@ class OperationsOverview:
     def _job(self, job: JobRecord, media: MediaRecord | None, base_url: str) -> Doc:
         """A job as the page lists it; `current` says whether its media still shows it (a
         failed job whose media was processed again since is history)."""
-        shown = present_job(job.summary()) or {}
+        shown: Doc = msgspec.to_builtins(present_job(job.summary())) or {}
         shown.update(
             media_id=job.media_id,
             lane=job.lane,

@@ -10,6 +10,7 @@ never sent twice. A final refusal ends the file with the server's message.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -153,6 +154,8 @@ class Transfer:
                 self.abort_reason = f"not started: the token was refused ({exc})"
         except OSError as exc:  # the file (or the state file) cannot be read or written
             outcome.status, outcome.error = "failed", f"{exc.strerror or exc}: {exc.filename}"
+        except sqlite3.Error as exc:  # the state cannot be read or written
+            outcome.status, outcome.error = "failed", f"the state file: {exc}"
         finally:
             outcome.seconds = time.monotonic() - started
             outcome.retries = retrier.retries
