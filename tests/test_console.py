@@ -644,3 +644,32 @@ async def test_refusals_show_the_services_message_for_size_and_permission(
     await expect(refused).to_have_count(0)
     assert await log.csp_violations(page) == []
     await page.context.close()
+
+
+async def test_files_dropped_on_the_page_go_up(
+    console: Console, browser: Any, samples: dict[str, bytes]
+) -> None:
+    """A drop of files (built in the page: Playwright cannot drag from the desktop) on the
+    drop zone uploads them like the file picker does."""
+    sub = str(uuid.uuid4())
+    page, log = await open_page(browser, DESKTOP)
+    await _sign_in(page, console, sub)
+    dropped = await page.evaluate_handle(
+        """([png, webp]) => {
+            const transfer = new DataTransfer();
+            const bytes = (list) => new Uint8Array(list);
+            transfer.items.add(new File([bytes(png)], 'dropped.png', { type: 'image/png' }));
+            transfer.items.add(new File([bytes(webp)], 'dropped.webp', { type: 'image/webp' }));
+            return transfer;
+        }""",
+        [list(samples["png"]), list(samples["webp"])],
+    )
+    await page.dispatch_event("#dropzone", "dragover", {"dataTransfer": dropped})
+    await page.dispatch_event("#dropzone", "drop", {"dataTransfer": dropped})
+    names = page.locator(".upload-name")
+    await expect(names).to_have_count(2)
+    assert sorted(await names.all_inner_texts()) == ["dropped.png", "dropped.webp"]
+    for name in ("dropped.png", "dropped.webp"):
+        await expect(_card(page, name).locator(".badge-ready")).to_be_visible(timeout=SETTLE)
+    assert await log.csp_violations(page) == []
+    await page.context.close()
