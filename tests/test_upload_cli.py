@@ -205,7 +205,7 @@ async def test_a_killed_run_is_continued_by_the_next_from_the_servers_offset(
         "--chunk-size", "1MB", "--state", str(state),
     )  # fmt: skip
     env = cli_env(user.token, tmp_path)
-    proxy.rate = 4 * MB  # a slow line: the kill lands mid-upload
+    proxy.rate = 2 * MB  # a slow line (12 s for the file): the kill lands mid-upload
     first = await start_upload(*args, env=env, cwd=tmp_path)
     try:
         url = await until(lambda: state_url(state))
@@ -241,7 +241,7 @@ async def test_ctrl_c_stops_the_run_and_keeps_the_upload_to_continue(
 ) -> None:
     (tmp_path / "slow.txt").write_bytes(text_of(8 * MB, seed="ctrl-c"))
     state = tmp_path / "state.db"
-    proxy.rate = 2 * MB
+    proxy.rate = MB // 2  # 16 s for the file: the signal lands mid-upload on a busy machine too
     run = await start_upload(
         "slow.txt", "--entity", f"user:{user.sub}", "--server", proxy.url, "--json",
         "--chunk-size", "1MB", "--state", str(state),
