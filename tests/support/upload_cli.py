@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,10 @@ async def start_upload(
     *args: str, env: dict[str, str], cwd: Path | None = None
 ) -> asyncio.subprocess.Process:
     """`mediasvc upload ARGS...` started, its output piped."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # started in the background (`cmd &`), this process ignores SIGINT and a child
+        # would inherit that; the tests send the CLI a Ctrl-C, so it must not
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     return await asyncio.create_subprocess_exec(
         str(SCRIPT), "upload", *args, env=env, cwd=cwd,
         stdin=asyncio.subprocess.DEVNULL,
