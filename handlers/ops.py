@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Awaitable, Callable
 
 from mediasvc import metrics
 from mediasvc.errors import MediaError
 from mediasvc.handlers.base import BaseHandler
-from mediasvc.models.ops import Check, Health, NotReady, Readiness, ReadinessChecks
+from mediasvc.models.ops import Health, NotReady, Readiness
 from mediasvc.openapi import Answer, Operation, PathItem
+from mediasvc.readiness import CHECK_TIMEOUT, dependency_checks
 from mediasvc.records import ACTIVE_JOB_STATES, JobState
 
-log = logging.getLogger(__name__)
-CHECK_TIMEOUT = 2.0
 # The job states /metrics counts (a gauge each): the queue, and what failed for good.
 GAUGED_JOB_STATES = tuple(state.value for state in (*ACTIVE_JOB_STATES, JobState.FAILED))
 
@@ -54,20 +51,13 @@ class ReadyHandler(BaseHandler):
     )
 
     async def get(self) -> None:
-        checks = ReadinessChecks(
-            database=await self._database(), storage=await _check(self.ctx.blobs.check)
-        )
+        ctx = self.ctx
+        checks = await dependency_checks(ctx.repository, ctx.blobs, ctx.embedded_db)
         if checks.database == "ok" and checks.storage == "ok":
             self.write_model(Readiness(status="ready", checks=checks))
             return
         self.set_header("Retry-After", "2")
         self.write_model(NotReady(error="Not ready", checks=checks), status=503)
-
-    async def _database(self) -> Check:
-        embedded = self.ctx.embedded_db
-        if embedded is not None and embedded.state == "restarting":
-            return "restarting"  # it died and is being started again: no need to ask it
-        return await _check(self.ctx.repository.ping)
 
 
 class MetricsHandler(BaseHandler):
@@ -97,17 +87,6 @@ class MetricsHandler(BaseHandler):
         self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-store")
         self.finish(body)
-
-
-async def _check(probe: Callable[[], Awaitable[None]]) -> Check:
-    try:
-        await asyncio.wait_for(probe(), CHECK_TIMEOUT)
-    except TimeoutError:
-        return "timeout"
-    except Exception as exc:  # whatever it is, the dependency is not usable
-        log.warning("readiness check failed: %s", exc)
-        return "unavailable"
-    return "ok"
 
 
 routes = [(r"/healthz", HealthHandler), (r"/readyz", ReadyHandler), (r"/metrics", MetricsHandler)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ import msgspec
 from pymongo import DESCENDING
 
 from mediasvc.embedded_db import EmbeddedMongo
+from mediasvc.readiness import dependency_checks
 from mediasvc.records import Doc, JobRecord, JobState, MediaRecord
 from mediasvc.repository import MediaRepository, database_errors, eq
 from mediasvc.services.presenter import iso, present_job
@@ -25,7 +25,6 @@ from mediasvc.settings import Settings
 from mediasvc.storage import BlobStore
 
 log = logging.getLogger(__name__)
-CHECK_TIMEOUT = 2.0
 SHOWN_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.FAILED)
 JOBS_SHOWN = 50
 """Jobs listed per state, newest first (the counts are of all of them)."""
@@ -63,12 +62,9 @@ class OperationsOverview:
 
     async def health(self) -> dict[str, str]:
         """`ok`, `timeout`, `unavailable` (or `restarting`, an embedded database) for each."""
-        embedded = self.embedded_db
-        if embedded is not None and embedded.state == "restarting":
-            database = "restarting"
-        else:
-            database = await _check(self.repository.ping)
-        return {"database": database, "storage": await _check(self.blobs.check)}
+        checks = await dependency_checks(self.repository, self.blobs, self.embedded_db)
+        shown: dict[str, str] = msgspec.to_builtins(checks)
+        return shown
 
     async def _newest(self, state: JobState) -> list[JobRecord]:
         """The newest jobs in `state`: one indexed query per `suspect` value (the claim
@@ -120,14 +116,3 @@ class OperationsOverview:
             "busy": len(running),
             "processes": [{"owner": owner, "busy": busy} for owner, busy in by_owner.items()],
         }
-
-
-async def _check(probe: Callable[[], Awaitable[None]]) -> str:
-    try:
-        await asyncio.wait_for(probe(), CHECK_TIMEOUT)
-    except TimeoutError:
-        return "timeout"
-    except Exception as exc:  # whatever it is, the dependency is not usable
-        log.warning("operations check failed: %s", exc)
-        return "unavailable"
-    return "ok"
