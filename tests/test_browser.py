@@ -25,21 +25,16 @@ import pytest
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
-from playwright.async_api import async_playwright
 
 from mediasvc.app import Service, start_service
 from mediasvc.upload import size_error
+from tests.support.browser import chromium
 from tests.support.client import API, Client
 from tests.support.s3 import S3_ACCESS_KEY, S3_SECRET_KEY, S3Server
 from tests.support.service import service_settings
 from tests.support.tokens import make_token
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--host-resolver-rules=MAP app.test 127.0.0.1, MAP other.test 127.0.0.1",
-]  # fmt: skip
+HOSTS = "--host-resolver-rules=MAP app.test 127.0.0.1, MAP other.test 127.0.0.1"
 IMAGE_LIMIT = 512 * 1024
 JS = Path(__file__).parent / "js"
 REQUEST_LOG = "mediasvc.request"
@@ -136,12 +131,8 @@ async def origins(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ori
 @pytest.fixture(scope="module")
 async def browser(origins: Origins) -> AsyncIterator[Any]:
     """One Chromium for the module (Debian's, not a downloaded build)."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is not installed (scripts/system-deps.sh installs it)")
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
+    async with chromium(HOSTS) as browser:
+        yield browser
 
 
 def documented_bucket_rule(origin: str) -> dict[str, Any]:

@@ -23,16 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
 from mediasvc.app import Service, start_service
 from mediasvc.console import ConsoleAssets, content_security_policy
 from mediasvc.records import MediaRecord, MediaStatus
+from tests.support.browser import chromium
 from tests.support.client import API, Client
 from tests.support.console import (
     ARTEFACTS_VARIABLE,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     DESKTOP,
     PHONE,
     Screens,
@@ -80,12 +79,8 @@ async def console(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Con
 
 @pytest.fixture(scope="module")
 async def browser(console: Console) -> AsyncIterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is not installed (scripts/system-deps.sh installs it)")
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
+    async with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")

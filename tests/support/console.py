@@ -13,11 +13,6 @@ from typing import Any
 
 from tests.support.tokens import TEST_SECRET
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 AXE = Path(__file__).parent.parent / "js" / "node_modules" / "axe-core" / "axe.min.js"
 ARTEFACTS_VARIABLE = "CONSOLE_ARTEFACTS"
 DESKTOP = {"width": 1280, "height": 800}
