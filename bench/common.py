@@ -8,13 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mediasvc.settings import schema
 
@@ -22,6 +23,7 @@ STOP_TIMEOUT = 20.0
 START_TIMEOUT = 60.0
 REQUEST_TIMEOUT = 120.0
 LOG_TAIL_LINES = 20
+T = TypeVar("T")
 
 
 def service_default(name: str) -> Any:
@@ -144,6 +146,24 @@ def progress(message: str) -> None:
 def verdict(ok: bool) -> str:
     """OK or MISSED."""
     return "OK" if ok else "MISSED"
+
+
+def run_bench(
+    name: str, workdir: str | None, work: Callable[[Path], T], show: Callable[[T], str]
+) -> int:
+    """The frame every benchmark runs in: `work` in a temporary folder under `workdir`, its
+    figures printed by `show`; a failure is one line and exit status 1, Ctrl-C 130."""
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-", dir=workdir) as tmp:
+            results = work(Path(tmp))
+    except BenchError as exc:
+        print(f"{name} benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(show(results))
+    return 0
 
 
 # ---------------------------------------------------------------- streaming uploads

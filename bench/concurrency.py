@@ -41,7 +41,6 @@ import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -62,6 +61,7 @@ from common import (
     post_file,
     progress,
     request,
+    run_bench,
     running,
     service_command,
     service_default,
@@ -449,21 +449,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
     args = parse_args(argv)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-concurrency-", dir=args.workdir) as tmp:
-            results = benchmark(Path(tmp), int(args.size_mb * MB), args.levels, args.repeat)
-    except BenchError as exc:
-        print(f"concurrency benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    if args.json:
+
+    def show(results: list[Burst]) -> str:
+        if not args.json:
+            return report(results, args.repeat)
         figures = {"bursts": [r.as_json() for r in results], "targets": targets_met(results)}
-        print(json.dumps(figures, indent=2))
-    else:
-        print(report(results, args.repeat))
-    return 0
+        return json.dumps(figures, indent=2)
+
+    return run_bench(
+        "concurrency",
+        args.workdir,
+        lambda tmp: benchmark(tmp, int(args.size_mb * MB), args.levels, args.repeat),
+        show,
+    )
 
 
 if __name__ == "__main__":

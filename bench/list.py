@@ -51,7 +51,6 @@ import random
 import secrets
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -68,6 +67,7 @@ from common import (
     free_port,
     log_tail,
     progress,
+    run_bench,
     running,
     service_command,
     service_default,
@@ -690,17 +690,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
     args = parse_args(argv)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-list-", dir=args.workdir) as tmp:
-            results = benchmark(Path(tmp), args)
-    except BenchError as exc:
-        print(f"list benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    print(json.dumps(results.as_json(), indent=2) if args.json else report(results))
-    return 0
+    return run_bench(
+        "list",
+        args.workdir,
+        lambda tmp: benchmark(tmp, args),
+        lambda results: json.dumps(results.as_json(), indent=2) if args.json else report(results),
+    )
 
 
 if __name__ == "__main__":

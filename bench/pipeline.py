@@ -64,7 +64,6 @@ import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -87,6 +86,7 @@ from common import (
     proc_status_kb,
     progress,
     request,
+    run_bench,
     running,
     service_command,
     service_default,
@@ -794,17 +794,12 @@ def main(argv: list[str] | None = None) -> int:
         directory, count, warmup = args.make_images
         write_test_images(Path(directory), int(count), int(warmup))
         return 0
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-pipeline-", dir=args.workdir) as tmp:
-            results = benchmark(Path(tmp), args.images, args.workers, args.repeat)
-    except BenchError as exc:
-        print(f"pipeline benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    print(json.dumps(results.as_json(), indent=2) if args.json else report(results))
-    return 0
+    return run_bench(
+        "pipeline",
+        args.workdir,
+        lambda tmp: benchmark(tmp, args.images, args.workers, args.repeat),
+        lambda results: json.dumps(results.as_json(), indent=2) if args.json else report(results),
+    )
 
 
 if __name__ == "__main__":

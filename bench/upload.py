@@ -46,7 +46,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -69,6 +68,7 @@ from common import (
     proc_status_kb,
     progress,
     request,
+    run_bench,
     running,
     service_command,
     service_default,
@@ -671,20 +671,14 @@ def main(argv: list[str] | None = None) -> int:
         port, directory = args.baseline_server
         asyncio.run(serve_baseline(int(port), Path(directory)))
         return 0
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-upload-", dir=args.workdir) as tmp:
-            results = benchmark(
-                Path(tmp), int(args.size_mb * MB), args.repeat,
-                int(args.tus_size_mb * MB), args.tus_chunks_mb,
-            )  # fmt: skip
-    except BenchError as exc:
-        print(f"upload benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    print(json.dumps(results.as_json(), indent=2) if args.json else report(results))
-    return 0
+    return run_bench(
+        "upload",
+        args.workdir,
+        lambda tmp: benchmark(
+            tmp, int(args.size_mb * MB), args.repeat, int(args.tus_size_mb * MB), args.tus_chunks_mb
+        ),
+        lambda results: json.dumps(results.as_json(), indent=2) if args.json else report(results),
+    )
 
 
 if __name__ == "__main__":
