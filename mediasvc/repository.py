@@ -55,6 +55,7 @@ from mediasvc.records import (
     now_ms,
     stored_changes,
 )
+from mediasvc.write_groups import inserts_into, summed_changes
 
 SORT_FIELD = "sort_key"
 # Every list shape's index: an equality prefix, then the sort key (see mediasvc.listing).
@@ -249,6 +250,10 @@ class MongoMediaRepository(MediaRepository):
         self._jobs = self._db["jobs"]
         self._deletions = self._db["deletions"]
         self._counters = self._db["counters"]
+        # An upload's writes, grouped with those of concurrent uploads (see write_groups).
+        self._media_inserts = inserts_into(self._media)
+        self._job_inserts = inserts_into(self._jobs)
+        self._totals_changes = summed_changes(self._move_totals)
         self._branch_slots = asyncio.Semaphore(BRANCH_QUERIES_AT_ONCE)
 
     async def ensure_indexes(self) -> None:
@@ -318,7 +323,7 @@ class MongoMediaRepository(MediaRepository):
         # The media first: a job claimed before its media exists would fail it. Its count
         # and its job then go together, in one round trip's time.
         with database_errors():
-            await self._media.insert_one(media.to_doc())
+            await self._media_inserts.write(media.to_doc())
         steps = [self._count_media([media]), *([self.insert_job(job)] if job is not None else [])]
         results = await asyncio.gather(*steps, return_exceptions=True)
         for outcome in results:
@@ -468,11 +473,13 @@ class MongoMediaRepository(MediaRepository):
         Never by an upsert: the embedded server's upsert stores a dotted `$inc` key as one
         flat field name. With no totals yet they are counted instead (the records are in)."""
         with database_errors():
-            result = await self._counters.update_one(
-                {"_id": eq(MEDIA_TOTAL)}, {"$inc": totals_change(records, sign)}
-            )
-            if not result.matched_count:
-                await self.recount()
+            await self._totals_changes.write(totals_change(records, sign))
+
+    async def _move_totals(self, change: dict[str, int]) -> None:
+        """One `$inc` of the maintained totals: the changes of a group, summed."""
+        result = await self._counters.update_one({"_id": eq(MEDIA_TOTAL)}, {"$inc": change})
+        if not result.matched_count:
+            await self.recount()
 
     async def recount(self) -> int:
         """Set the maintained totals to fresh counts, each an index-served `count`.
@@ -616,7 +623,7 @@ class MongoMediaRepository(MediaRepository):
     async def insert_job(self, job: JobRecord) -> None:
         try:
             with database_errors():
-                await self._jobs.insert_one(job.to_doc())
+                await self._job_inserts.write(job.to_doc())
         except DuplicateKeyError:
             raise JobActive(job.media_id) from None
 
