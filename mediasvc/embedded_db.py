@@ -173,7 +173,7 @@ class EmbeddedMongo:
         return [
             sys.executable,
             "-c",
-            "import sys; from nx_27017.nx_27017 import main; sys.exit(main())",
+            "import sys; from mediasvc.nx_27017_server import main; sys.exit(main())",
             "--data-dir",
             "memory" if self.in_memory else str(db_dir),
             "--host",
