@@ -33,6 +33,7 @@ from mediasvc.pipeline.pool import PoolConfig, WorkerPool
 from mediasvc.pipeline.queue import JobQueue
 from mediasvc.repository import MongoMediaRepository
 from mediasvc.secretfiles import resolve_secrets
+from mediasvc.services.lost_jobs import LostJobs
 from mediasvc.services.media import MediaService
 from mediasvc.services.presigned import PresignedUploads
 from mediasvc.services.sweeper import Sweeper
@@ -191,7 +192,14 @@ async def _build_context(
         io_executor=executor,
         media=media,
         presigned=presigned_uploads,
-        sweeper=Sweeper(presigned_uploads, media.deletions, settings, executor, resumable),
+        sweeper=Sweeper(
+            presigned_uploads,
+            media.deletions,
+            settings,
+            executor,
+            resumable,
+            LostJobs(repository, settings.lost_job_grace, media.on_job_queued),
+        ),
         tus=resumable,
         dispatcher=dispatcher,
         embedded_db=embedded,

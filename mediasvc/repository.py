@@ -197,6 +197,17 @@ class MediaRepository(ABC):
         """Pending media whose upload URL expired before `before` (ms)."""
 
     @abstractmethod
+    async def stalled_processing(
+        self, before: int, after_key: str, limit: int
+    ) -> list[MediaRecord]:
+        """Processing media last changed before `before` (ms), in sort-key order after
+        `after_key` (to page through them)."""
+
+    @abstractmethod
+    async def jobs_present(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of these jobs exist, in whatever state."""
+
+    @abstractmethod
     async def migrate(self) -> dict[str, int]:
         """Bring records written by earlier versions up to date (idempotent, resumable)."""
 
@@ -612,6 +623,27 @@ class MongoMediaRepository(MediaRepository):
             )
             docs = await cursor.limit(limit).to_list()
         return [MediaRecord.from_doc(doc) for doc in docs]
+
+    async def stalled_processing(
+        self, before: int, after_key: str, limit: int
+    ) -> list[MediaRecord]:
+        # The status index, then the sort key: few media are processing at any one time.
+        query = {
+            "status": eq(MediaStatus.PROCESSING.value),
+            SORT_FIELD: {"$gt": after_key},
+            "updated_at": {"$lt": before},
+        }
+        with database_errors():
+            cursor = self._media.find(query).sort(SORT_FIELD, ASCENDING).limit(limit)
+            docs = await cursor.to_list()
+        return [MediaRecord.from_doc(doc) for doc in docs]
+
+    async def jobs_present(self, job_ids: Sequence[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        with database_errors():  # `$in` on `_id` is a plain lookup on every server
+            cursor = self._jobs.find({"_id": {"$in": list(job_ids)}}, {"_id": 1})
+            return {doc["_id"] for doc in await cursor.to_list()}
 
     async def migrate(self) -> dict[str, int]:
         report = await migrate_media(self._db, self._media, self.recount)

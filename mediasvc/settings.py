@@ -270,6 +270,13 @@ class Settings:
         "uploads",
         minimum=0,
     )
+    lost_job_grace: int = setting(
+        300,
+        "Seconds a processing media whose job does not exist (a process died between writing "
+        "the two) waits before the sweep queues that job again.",
+        "uploads",
+        minimum=0,
+    )
     max_batch_files: int = setting(
         20, "Most files one batch_upload may carry.", "uploads", minimum=1
     )

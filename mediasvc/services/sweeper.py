@@ -10,6 +10,7 @@ from concurrent.futures import Executor
 
 from mediasvc.errors import MediaError
 from mediasvc.services.deletions import FileDeletions
+from mediasvc.services.lost_jobs import LostJobs
 from mediasvc.services.presigned import PresignedUploads
 from mediasvc.services.tus import TusUploads
 from mediasvc.settings import Settings
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 
 class Sweeper:
     """Expired presigned and resumable uploads, stale multipart uploads, orphaned spool entries,
-    and file deletions that failed before; each step runs even when another one fails."""
+    file deletions that failed before and jobs a crash kept out of the queue; each step runs
+    even when another one fails."""
 
     def __init__(
         self,
@@ -29,8 +31,10 @@ class Sweeper:
         settings: Settings,
         io_executor: Executor,
         tus: TusUploads | None = None,
+        lost_jobs: LostJobs | None = None,
     ) -> None:
         self.presigned = presigned
+        self.lost_jobs = lost_jobs
         self.tus = tus
         self.deletions = deletions
         self.settings = settings
@@ -53,6 +57,8 @@ class Sweeper:
         ]
         if self.tus is not None:
             steps.insert(1, ("resumable uploads", self.tus.sweep))
+        if self.lost_jobs is not None:
+            steps.append(("lost jobs", self.lost_jobs.requeue))
         for name, step in steps:
             try:
                 report.update(await step())
