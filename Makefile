@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: setup run test lint typecheck check bench-upload bench-pipeline bench-concurrency bench-list bench-encode deploy-local deploy-stop config-example clean
+.PHONY: setup run test lint typecheck check bench-upload bench-pipeline bench-concurrency bench-list bench-encode bench-placeholder deploy-local deploy-stop config-example clean
 
 setup: $(STAMP)  ## install system packages and the virtual environment
 
@@ -52,6 +52,9 @@ bench-list: setup  ## list latencies over 50,000 seeded records (ARGS="--records
 
 bench-encode: setup  ## JSON encoding of a list page: json.dumps of dicts against msgspec models
 	$(BIN)/python bench/encode.py $(ARGS)
+
+bench-placeholder: setup  ## what the placeholder adds to the job of a 12 MP JPEG
+	$(BIN)/python bench/placeholder.py $(ARGS)
 
 deploy-local: setup  ## run the shipped supervisord.conf (2 servers on :8000, embedded database)
 	mkdir -p var/log

@@ -69,6 +69,7 @@ def records(count: int) -> list[MediaRecord]:
             1080,
         )
         media.sha256 = "ab" * 32
+        media.placeholder = {"thumbhash": "odYFHYqAh4eCh3iHiHeHd3CCB9h3", "color": "#6d81a3"}
         key = media.key
         media.thumbnail_key = key.variant("thumbnail", "webp")
         media.variants = [
@@ -138,6 +139,7 @@ def present_dict(media: MediaRecord, blobs: BlobStore, base_url: str) -> Doc:
             }
             for variant in media.variants
         ],
+        "placeholder": media.placeholder,
         "job": _job_dict(media.job),
         "created_at": iso(media.created_at),
         "updated_at": iso(media.updated_at),

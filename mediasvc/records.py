@@ -144,6 +144,9 @@ class MediaRecord:
     download_count: int = 0
     variants: list[Doc] = field(default_factory=list)
     thumbnail_key: str | None = None
+    # {"thumbhash": <base64>, "color": "#rrggbb"} of a processed image, video poster or PDF
+    # preview; absent from records written before placeholders existed (read as None).
+    placeholder: Doc | None = None
     job: Doc | None = None
     upload_expires_at: int | None = None
     upload_rejected: bool = False

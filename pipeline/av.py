@@ -16,7 +16,7 @@ from typing import Any
 
 import ffmpeg
 
-from mediasvc.pipeline import budget
+from mediasvc.pipeline import budget, placeholders
 from mediasvc.pipeline.tasks import (
     Operation,
     Refused,
@@ -42,7 +42,8 @@ _SHORT_CLIP = 2.0  # seconds: shorter clips show their first frame
 
 
 def process(spec: TaskSpec) -> TaskResult:
-    """Probe, then make the derived files the operations ask for, each on its own.
+    """Probe, then make the derived files the operations ask for, each on its own, and the
+    placeholder of the poster frame.
 
     A video upload that holds only audio (an .mp4 of a voice memo) is processed as audio:
     a waveform for its thumbnail and an AAC copy for `optimize`; its media type stays the
@@ -61,7 +62,9 @@ def process(spec: TaskSpec) -> TaskResult:
         width, height = spec.resize
         name = f"resize-{width}x{height}"
         operations.append(("resize", lambda: [_transcode(spec, info, name, width, height)]))
-    return run_operations(operations, info)
+    result = run_operations(operations, info)
+    # A job that makes no poster leaves the media the placeholder of the poster it keeps.
+    return placeholders.attach(result, lambda: placeholders.of_thumbnail(result))
 
 
 def _audio_operations(spec: TaskSpec) -> list[Operation]:

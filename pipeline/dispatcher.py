@@ -34,7 +34,9 @@ from mediasvc.spool import owner_tag
 from mediasvc.storage import BlobStore
 
 log = logging.getLogger(__name__)
-MEDIA_FACTS = ("width", "height", "duration", "bitrate", "pages", "video_codec", "audio_codec")
+MEDIA_FACTS = (
+    "width", "height", "duration", "bitrate", "pages", "video_codec", "audio_codec", "placeholder",
+)  # fmt: skip
 
 
 class Dispatcher:
@@ -333,7 +335,8 @@ class Dispatcher:
     async def _give_up(
         self, job: JobRecord, media: MediaRecord, reason: str, result: TaskResult | None = None
     ) -> None:
-        """Fail the job and its media; the variants and facts a partial result has are kept."""
+        """Fail the job and its media; the variants and facts a partial result has are kept
+        (not a placeholder: a failed media has none)."""
         stored = await self._store_variants(media, result.variants) if result else []
         settled = await self.queue.settle(job.id, JobState.FAILED, reason)
         if settled is None:
@@ -346,6 +349,7 @@ class Dispatcher:
             changes = _result_changes(_merge_variants(old, stored), result)
         failed = {
             **changes,
+            "placeholder": None,  # only ready media carry one
             "status": MediaStatus.FAILED,
             "error": reason,
             "job": settled.summary(),

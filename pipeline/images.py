@@ -13,7 +13,7 @@ from typing import Any
 
 import pyvips
 
-from mediasvc.pipeline import budget, svg
+from mediasvc.pipeline import budget, placeholders, svg
 from mediasvc.pipeline.tasks import (
     Operation,
     Refused,
@@ -68,7 +68,22 @@ def process(spec: TaskSpec) -> TaskResult:
         operations.append(
             ("resize", lambda: [_fit(resize_source, header, spec, name, target_w, target_h)])
         )
-    return run_operations(operations, {"width": width, "height": height})
+    result = run_operations(operations, {"width": width, "height": height})
+    return placeholders.attach(result, lambda: _placeholder(result, spec, header, drawn))
+
+
+def _placeholder(
+    result: TaskResult, spec: TaskSpec, header: pyvips.Image, drawn: dict[str, str]
+) -> placeholders.Placeholder | None:
+    """Of the thumbnail just made, which it stands in for; without one, of a small
+    shrink-on-load of the original (of an SVG: of a drawing the job made, never drawn here)."""
+    made = placeholders.of_thumbnail(result)
+    if made is not None:
+        return made
+    if spec.extension == "svg":
+        return placeholders.of_file(next(iter(drawn.values()))) if drawn else None
+    side = placeholders.MAX_SIDE
+    return placeholders.of_image(_load_fitted(spec.source, header, side, side))
 
 
 def pdf_preview(spec: TaskSpec) -> TaskResult:
@@ -85,7 +100,8 @@ def pdf_preview(spec: TaskSpec) -> TaskResult:
         raise Refused(f"Cannot render the PDF: {_reason(exc, source)}") from None
     variant = Variant("thumbnail", path, "image/jpeg", image.width, image.height)
     pages = _get(header, "n-pages") or 1
-    return TaskResult(variants=(variant,), info={"pages": pages})
+    result = TaskResult(variants=(variant,), info={"pages": pages})
+    return placeholders.attach(result, lambda: placeholders.of_thumbnail(result))
 
 
 def _isolated_source(spec: TaskSpec) -> str:

@@ -1,16 +1,21 @@
 """Fixtures: the real service on a loopback port with the embedded database in memory,
-callers with tokens, an HTTP client, sample files made by ffmpeg, an upload factory, and the
-same service on S3 (SeaweedFS). The helpers they are built from live in `tests.support`."""
+callers with tokens, an HTTP client, sample files made by ffmpeg, an upload factory, worker
+processes for pyvips, and the same service on S3 (SeaweedFS). The helpers they are built from
+live in `tests.support`."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from mediasvc.app import Service, start_service
+from mediasvc.pipeline.tasks import init_worker
 from mediasvc.settings import Settings
 from tests.support.client import Client
 from tests.support.media import Uploader
@@ -59,6 +64,17 @@ def admin() -> Caller:
 def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """Real small files of each kind, made with ffmpeg (and a hand-written PDF and SVG)."""
     return make_samples(tmp_path_factory.mktemp("samples"))
+
+
+@pytest.fixture(scope="session")
+def pool() -> Iterator[ProcessPoolExecutor]:
+    """Worker processes like the service's own, for the pipeline and for making and measuring
+    images: the test process is also the server process, which never imports pyvips."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        2, mp_context=context, initializer=init_worker, initargs=(0, os.getpid())
+    ) as executor:
+        yield executor
 
 
 @pytest.fixture

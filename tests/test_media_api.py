@@ -228,6 +228,7 @@ async def test_patch_editable_fields(client: Client, user: Caller, upload_media:
         ({"entity_id": "x"}, "Field 'entity_id' is read-only"),
         ({"job": {}}, "Field 'job' is read-only"),
         ({"variants": []}, "Field 'variants' is read-only"),
+        ({"placeholder": None}, "Field 'placeholder' is read-only"),
         ({"duration": 1.5}, "Field 'duration' is read-only"),
         ({"bitrate": 128000}, "Field 'bitrate' is read-only"),
         ({"upload_offset": 0}, "Field 'upload_offset' is read-only"),

@@ -94,6 +94,7 @@ def test_a_server_migrates_old_records_at_start_up_and_migrate_then_has_nothing_
         assert status == 200 and page["count"] == 1200
         newest_first_of_order_0 = [old_record(n)["_id"] for n in (1198, 1196, 1194, 1192, 1190)]
         assert [m["id"] for m in page["results"]] == newest_first_of_order_0  # type: ignore[index]
+        assert all(m["placeholder"] is None for m in page["results"])  # type: ignore[index]
         status, found = server.request("GET", f"{API}/?search=harbour&limit=1", token)
         assert found["count"] == 400
         status, deep = server.request("GET", str(page["next"]).split(f":{server.port}")[1], token)

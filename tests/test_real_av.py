@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +229,9 @@ async def test_presigned_mp3_with_large_cover_art(
     assert (await settled(client, user.token, media_id))["status"] == "ready"
 
 
-def test_optimized_video_fits_the_jobs_resize_box(av: dict[str, Path], tmp_path: Path) -> None:
+def test_optimized_video_fits_the_jobs_resize_box(
+    av: dict[str, Path], tmp_path: Path, pool: ProcessPoolExecutor
+) -> None:
     """With options.resize but not the resize operation, the optimized copy fits the box
     (and a box larger than the video does not upscale it)."""
     results = {}
@@ -240,7 +243,7 @@ def test_optimized_video_fits_the_jobs_resize_box(av: dict[str, Path], tmp_path:
             extension="mov", source=str(av["phone.mov"]), work_dir=str(work),
             operations=("optimize",), resize=box,
         )  # fmt: skip
-        result = run_task(spec)
+        result = pool.submit(run_task, spec).result()
         assert result.error is None, result.error
         [optimized] = result.variants
         results[box] = (optimized.width, optimized.height)

@@ -5,31 +5,18 @@ loaders); a few go through the whole service too."""
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import subprocess
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mediasvc.pipeline.tasks import Limits, TaskResult, TaskSpec, init_worker, run_task
+from mediasvc.pipeline.tasks import Limits, TaskResult, TaskSpec, run_task
 from tests.support import vips
 from tests.support.client import Client
 from tests.support.media import upload_settled
 from tests.support.tokens import Caller
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ProcessPoolExecutor]:
-    """Worker processes like the service's own (pyvips is imported there only)."""
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        2, mp_context=context, initializer=init_worker, initargs=(0, os.getpid())
-    ) as executor:
-        yield executor
 
 
 @pytest.fixture(scope="module")
@@ -275,6 +262,7 @@ async def test_failed_operation_keeps_variants_and_size_on_the_media(
     assert media["error"].startswith("optimize failed: Cannot decode the image")
     assert (media["width"], media["height"]) == (3024, 4032)
     assert [v["name"] for v in media["variants"]] == ["thumbnail"]
+    assert media["placeholder"] is None  # only ready media carry one
     assert media["thumbnail_url"] == media["variants"][0]["url"]
     thumb = await client.request("GET", media["thumbnail_url"])
     assert thumb.status == 200 and thumb.body[:3] == b"\xff\xd8\xff"

@@ -65,6 +65,30 @@ class Variant(Shape):
     size: Count
 
 
+class Placeholder(Shape):
+    """What to show while the thumbnail loads: a ThumbHash of the thumbnail (the image as
+    shown: upright, sRGB, transparency kept) and its average colour."""
+
+    thumbhash: Annotated[
+        str,
+        Meta(
+            pattern="^[A-Za-z0-9+/]+={0,2}\\Z",
+            max_length=36,
+            description="The ThumbHash (at most 25 bytes) in base64: any ThumbHash "
+            "library decodes it to a small image of the same aspect ratio",
+            examples=["odYFHYqAh4eCh3iHiHeHd3CCB9h3"],
+        ),
+    ]
+    color: Annotated[
+        str,
+        Meta(
+            pattern="^#[0-9a-f]{6}\\Z",
+            description="The ThumbHash's average colour in sRGB",
+            examples=["#6d81a3"],
+        ),
+    ]
+
+
 class Job(Shape):
     """The latest processing job of a media."""
 
@@ -107,6 +131,14 @@ class Media(Shape):
     bitrate: Annotated[Count | None, Meta(description="bits per second")]
     sha256: Annotated[str, Meta(pattern="^[0-9a-f]{64}\\Z")] | None
     variants: list[Variant]
+    placeholder: Annotated[
+        Placeholder | None,
+        Meta(
+            description="What to show while the thumbnail loads: images, videos (the poster) "
+            "and PDFs (the preview) once processed; null for audio, other documents and "
+            "failed media"
+        ),
+    ]
     job: Job | None
     created_at: Timestamp
     updated_at: Timestamp

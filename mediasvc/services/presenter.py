@@ -8,7 +8,7 @@ from typing import cast
 from msgspec import UNSET
 
 from mediasvc.media_types import MediaType
-from mediasvc.models.media import Job, Media, ProcessOptions, ResizeBox, Variant
+from mediasvc.models.media import Job, Media, Placeholder, ProcessOptions, ResizeBox, Variant
 from mediasvc.records import Doc, MediaRecord
 from mediasvc.storage import BlobStore
 
@@ -40,6 +40,7 @@ def present_media(media: MediaRecord, blobs: BlobStore, base_url: str) -> Media:
         bitrate=media.bitrate,
         sha256=media.sha256,
         variants=[present_variant(variant, blobs, base_url) for variant in media.variants],
+        placeholder=Placeholder(**media.placeholder) if media.placeholder else None,
         job=present_job(media.job),
         created_at=iso(media.created_at),
         updated_at=iso(media.updated_at),

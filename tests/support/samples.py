@@ -48,13 +48,21 @@ def make_samples(folder: Path) -> dict[str, bytes]:
     return files
 
 
-def tiny_pdf() -> bytes:
-    """A valid one-page PDF, written by hand (ffmpeg makes none)."""
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>",
-    ]
+def tiny_pdf(
+    fill: tuple[float, float, float] | None = None, size: tuple[int, int] = (200, 200)
+) -> bytes:
+    """A valid one-page PDF, written by hand (ffmpeg makes none): blank, or the page filled
+    with the RGB colour `fill` (each part from 0 to 1)."""
+    width, height = size
+    page = f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {width} {height}]".encode()
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>"]
+    if fill is None:
+        objects.append(page + b" >>")
+    else:
+        paint = " ".join(f"{part:.3f}" for part in fill) + f" rg 0 0 {width} {height} re f"
+        stream = paint.encode()
+        objects.append(page + b" /Contents 4 0 R >>")
+        objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream))
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, obj in enumerate(objects, start=1):
@@ -76,6 +84,17 @@ def _ffmpeg(*args: str) -> None:
         check=True,
         stdin=subprocess.DEVNULL,
     )
+
+
+def make_two_colour_video(path: Path, left: str, right: str, size: str = "640x360") -> Path:
+    """A one-second H.264 MP4, its left half of one colour and its right half of another
+    (colours as ffmpeg reads them: 0xRRGGBB)."""
+    _ffmpeg(
+        "-f", "lavfi", "-i", f"color=c={left}:size={size}:rate=10:duration=1",
+        "-vf", f"drawbox=x=iw/2:y=0:w=iw/2:h=ih:color={right}:t=fill",
+        "-pix_fmt", "yuv420p", "-c:v", "libx264", str(path),
+    )  # fmt: skip
+    return path
 
 
 def make_photo(path: Path, width: int = 4000, height: int = 3000) -> Path:

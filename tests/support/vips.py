@@ -9,6 +9,7 @@ from typing import Any
 ADOBE_RGB = "/usr/share/color/icc/colord/AdobeRGB1998.icc"  # Debian colord-data
 GREEN = (30, 200, 40)  # an sRGB colour inside every wide gamut used here
 RED, BLUE = (220, 20, 20), (20, 20, 220)
+ORANGE = (240, 140, 20)
 PHOTO = (4032, 3024)  # a 12 MP phone sensor, landscape as stored
 _METADATA = ("exif-data", "xmp-data", "iptc-data", "icc-profile-data", "orientation")
 
@@ -41,21 +42,24 @@ def _stored(upright: Any, orientation: int) -> Any:
 
 def make_oriented_photos(folder: str) -> dict[int, str]:
     """12 MP JPEGs stored landscape with EXIF orientations 1-8 (checked with autorot)."""
+    return {orientation: make_phone_photo(folder, orientation) for orientation in range(1, 9)}
+
+
+def make_phone_photo(folder: str, orientation: int, stored: tuple[int, int] = PHOTO) -> str:
+    """A JPEG as a phone writes it: stored landscape (`stored`, 12 MP by default) with EXIF
+    `orientation` and a description in its EXIF, shown as `upright_photo` (checked)."""
     import pyvips
 
-    paths = {}
-    for orientation in range(1, 9):
-        width, height = PHOTO if orientation < 5 else PHOTO[::-1]
-        stored = _stored(upright_photo(width, height), orientation).copy()
-        assert (stored.width, stored.height) == PHOTO
-        stored.set_type(pyvips.GValue.gint_type, "orientation", orientation)
-        stored.set_type(pyvips.GValue.gstr_type, "exif-ifd0-ImageDescription", "Secret place")
-        path = str(Path(folder) / f"orientation-{orientation}.jpg")
-        stored.jpegsave(path, Q=90)
-        shown = pyvips.Image.new_from_file(path).autorot()
-        assert _near(shown.getpoint(5, 5), RED), orientation
-        paths[orientation] = path
-    return paths
+    width, height = stored if orientation < 5 else stored[::-1]
+    image = _stored(upright_photo(width, height), orientation).copy()
+    assert (image.width, image.height) == stored
+    image.set_type(pyvips.GValue.gint_type, "orientation", orientation)
+    image.set_type(pyvips.GValue.gstr_type, "exif-ifd0-ImageDescription", "Secret place")
+    path = str(Path(folder) / f"orientation-{orientation}-{stored[0]}.jpg")
+    image.jpegsave(path, Q=90)
+    shown = pyvips.Image.new_from_file(path).autorot()
+    assert _near(shown.getpoint(5, 5), RED), orientation
+    return path
 
 
 def make_oriented_png(folder: str) -> str:
@@ -111,6 +115,39 @@ def make_special_images(folder: str) -> dict[str, str]:
         paths[name] = str(out / name)
         stored.write_to_file(paths[name])
     return paths
+
+
+def make_transparent_png(folder: str) -> str:
+    """An 800x600 PNG: an opaque orange block in the middle, the rest transparent (half of
+    it fully, the right quarter at half opacity)."""
+    import pyvips
+
+    colour = (*ORANGE, 0)
+    image = (pyvips.Image.black(800, 600, bands=4) + list(colour)).cast("uchar")
+    image = image.draw_rect([*ORANGE, 255], 200, 150, 400, 300, fill=True)
+    image = image.draw_rect([*ORANGE, 128], 600, 0, 200, 600, fill=True)
+    path = str(Path(folder) / "transparent.png")
+    image.copy(interpretation="srgb").pngsave(path)
+    return path
+
+
+def mean_colour(path: str) -> list[float]:
+    """The mean sRGB colour of an image file, weighted by its alpha."""
+    import pyvips
+
+    image = pyvips.Image.new_from_file(path)
+    if not image.hasalpha():
+        return [image.extract_band(band).avg() for band in range(3)]
+    alpha = image.extract_band(3) / 255
+    weight = alpha.avg()
+    return [(image.extract_band(band) * alpha).avg() / weight for band in range(3)]
+
+
+def placeholder_pixels(path: str) -> tuple[int, int, bytes]:
+    """The RGBA pixels the pipeline makes the placeholder of a derived image file from."""
+    from mediasvc.pipeline import placeholders
+
+    return placeholders.file_pixels(path)
 
 
 def reference_srgb(path: str) -> list[float]:
