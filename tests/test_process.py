@@ -162,6 +162,7 @@ def test_gc_command(tmp_path: Path) -> None:
         "orphaned_spool_entries": 0,
         "deleted_files": 0,
         "pending_deletions": 0,
+        "expired_idempotency_keys": 0,
     }
 
 

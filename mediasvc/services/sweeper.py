@@ -10,6 +10,7 @@ from concurrent.futures import Executor
 
 from mediasvc.errors import MediaError
 from mediasvc.services.deletions import FileDeletions
+from mediasvc.services.idempotency import IdempotencyService
 from mediasvc.services.presigned import PresignedUploads
 from mediasvc.services.tus import TusUploads
 from mediasvc.settings import Settings
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 
 class Sweeper:
     """Expired presigned and resumable uploads, stale multipart uploads, orphaned spool entries,
-    and file deletions that failed before; each step runs even when another one fails."""
+    file deletions that failed before, and idempotency keys that ran out; each step runs
+    even when another one fails."""
 
     def __init__(
         self,
@@ -29,9 +31,11 @@ class Sweeper:
         settings: Settings,
         io_executor: Executor,
         tus: TusUploads | None = None,
+        idempotency: IdempotencyService | None = None,
     ) -> None:
         self.presigned = presigned
         self.tus = tus
+        self.idempotency = idempotency
         self.deletions = deletions
         self.settings = settings
         self._io = io_executor
@@ -53,6 +57,8 @@ class Sweeper:
         ]
         if self.tus is not None:
             steps.insert(1, ("resumable uploads", self.tus.sweep))
+        if self.idempotency is not None:
+            steps.append(("idempotency keys", self.idempotency.sweep))
         for name, step in steps:
             try:
                 report.update(await step())
