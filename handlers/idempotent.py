@@ -43,8 +43,8 @@ IDEMPOTENCY_KEY_PARAM = Param(
     "Makes a retry safe: the same key with the same request by the same caller, within "
     "{idempotency_ttl} s, gets the first answer again (with `Idempotent-Replayed: true`); "
     "while the first still runs, 409; the same key with a different request, 422. 2xx and "
-    "4xx answers are kept, 5xx and 408/429 are not (the key is free for the retry). A "
-    'Structured Field string (`"..."`) or a bare token.',
+    "4xx answers are kept; 5xx, 408, 423, 425 and 429 are not (the key is free for the "
+    'retry). A Structured Field string (`"..."`) or a bare token.',
 )
 REPLAYED_HEADER = Header("`true` on an answer kept for an earlier request with the same key")
 
