@@ -6,6 +6,12 @@ import uuid
 from urllib.parse import urlencode
 
 from mediasvc.handlers.base import BaseHandler
+from mediasvc.handlers.idempotent import (
+    IDEMPOTENCY_KEY_PARAM,
+    REPLAYED_HEADER,
+    IdempotentHandler,
+    idempotent,
+)
 from mediasvc.listing import Cursor, MediaPage, MediaQuery
 from mediasvc.models.base import Url
 from mediasvc.models.media import (
@@ -20,6 +26,7 @@ from mediasvc.models.media import (
     ProcessRequest,
 )
 from mediasvc.openapi import Answer, Header, Operation, Param, PathItem
+from mediasvc.services.idempotency import REPLAY_HEADER
 from mediasvc.wire import decode_fields
 
 API = r"/api/v1/drf/media"
@@ -205,9 +212,13 @@ class SetPrimaryHandler(BaseHandler):
         self.write_model(self.ctx.media.present(media, self.base_url))
 
 
-class ProcessHandler(BaseHandler):
+REPLAYED = {REPLAY_HEADER: REPLAYED_HEADER}
+
+
+class ProcessHandler(IdempotentHandler):
     """POST queues processing operations (202 with the media and its job)."""
 
+    idempotency_route = "process"
     openapi = PathItem(
         f"{API}/{{media_id}}/process/",
         {
@@ -215,24 +226,27 @@ class ProcessHandler(BaseHandler):
                 "processMedia",
                 "Queue processing operations (on a failed media: the retry)",
                 "media",
-                {202: Answer("Queued: the media with its job", Media)},
-                errors=(400, 401, 404, 409, 413, 503),
+                {202: Answer("Queued: the media with its job", Media, headers=REPLAYED)},
+                errors=(400, 401, 404, 409, 413, 422, 503),
                 body=ProcessRequest,
+                params=(IDEMPOTENCY_KEY_PARAM,),
                 linked=True,
             )
         },
         params=(MEDIA_ID_PARAM,),
     )
 
+    @idempotent
     async def post(self, media_id: str) -> None:
         principal = self.authenticate()
         media = await self.ctx.media.process(principal, media_id, self.decode(ProcessRequest))
         self.write_model(self.ctx.media.present(media, self.base_url), status=202)
 
 
-class BulkDeleteHandler(BaseHandler):
+class BulkDeleteHandler(IdempotentHandler):
     """POST {"media_ids": [...]}."""
 
+    idempotency_route = "bulk_delete"
     openapi = PathItem(
         f"{API}/bulk_delete/",
         {
@@ -240,22 +254,29 @@ class BulkDeleteHandler(BaseHandler):
                 "bulkDeleteMedia",
                 "Delete several media",
                 "media",
-                {200: Answer("How many went, and which failed", BulkDeleteResult)},
-                errors=(400, 401, 413, 503),
+                {
+                    200: Answer(
+                        "How many went, and which failed", BulkDeleteResult, headers=REPLAYED
+                    )
+                },
+                errors=(400, 401, 409, 413, 422, 503),
                 body=BulkDeleteRequest,
+                params=(IDEMPOTENCY_KEY_PARAM,),
             )
         },
     )
 
+    @idempotent
     async def post(self) -> None:
         principal = self.authenticate()
         request = self.decode(BulkDeleteRequest)
         self.write_model(await self.ctx.media.bulk_delete(principal, request))
 
 
-class BulkUpdateHandler(BaseHandler):
+class BulkUpdateHandler(IdempotentHandler):
     """POST {"media_ids": [...], "updates": {...}}."""
 
+    idempotency_route = "bulk_update"
     openapi = PathItem(
         f"{API}/bulk_update/",
         {
@@ -263,13 +284,19 @@ class BulkUpdateHandler(BaseHandler):
                 "bulkUpdateMedia",
                 "Apply the same metadata to several media (not is_primary)",
                 "media",
-                {200: Answer("How many changed, and which failed", BulkUpdateResult)},
-                errors=(400, 401, 413, 503),
+                {
+                    200: Answer(
+                        "How many changed, and which failed", BulkUpdateResult, headers=REPLAYED
+                    )
+                },
+                errors=(400, 401, 409, 413, 422, 503),
                 body=BulkUpdateRequest,
+                params=(IDEMPOTENCY_KEY_PARAM,),
             )
         },
     )
 
+    @idempotent
     async def post(self) -> None:
         principal = self.authenticate()
         request = self.decode(BulkUpdateRequest)

@@ -12,19 +12,27 @@ from mediasvc import metrics
 from mediasvc.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
 from mediasvc.handlers.base import BaseHandler
 from mediasvc.handlers.files import EXPIRES_PARAM, SIGNATURE_PARAM, STORAGE_KEY_PARAM
+from mediasvc.handlers.idempotent import (
+    IDEMPOTENCY_KEY_PARAM,
+    REPLAYED_HEADER,
+    IdempotentHandler,
+    idempotent,
+)
 from mediasvc.handlers.media import API, MEDIA_ID, MEDIA_ID_PARAM, media_location
 from mediasvc.models.base import Binary, Error, UploadContentType, Url
 from mediasvc.models.media import Media
 from mediasvc.models.uploads import LocalUploadResult, PresignedUpload, PresignedUploadRequest
 from mediasvc.openapi import Answer, Header, Operation, Param, PathItem
 from mediasvc.records import MediaStatus, StorageKey
+from mediasvc.services.idempotency import REPLAY_HEADER
 from mediasvc.spool import SpoolWriter
 from mediasvc.storage.local import UPLOADS_PREFIX, LocalBlobStore
 
 
-class PresignedUploadHandler(BaseHandler):
+class PresignedUploadHandler(IdempotentHandler):
     """POST: validate, record a pending media, return the signed PUT URL."""
 
+    idempotency_route = "presigned_upload"
     openapi = PathItem(
         f"{API}/presigned_upload/",
         {
@@ -36,16 +44,21 @@ class PresignedUploadHandler(BaseHandler):
                     201: Answer(
                         "PUT the bytes with upload_headers, then confirm",
                         PresignedUpload,
-                        headers={"Location": Header("The pending media", Url, True)},
+                        headers={
+                            "Location": Header("The pending media", Url, True),
+                            REPLAY_HEADER: REPLAYED_HEADER,
+                        },
                         links="media_id",
                     )
                 },
-                errors=(400, 401, 403, 413, 503),
+                errors=(400, 401, 403, 409, 413, 422, 503),
                 body=PresignedUploadRequest,
+                params=(IDEMPOTENCY_KEY_PARAM,),
             )
         },
     )
 
+    @idempotent
     async def post(self) -> None:
         principal = self.authenticate()
         request = self.decode(PresignedUploadRequest)
@@ -54,9 +67,10 @@ class PresignedUploadHandler(BaseHandler):
         self.write_model(answer, status=201)
 
 
-class ConfirmUploadHandler(BaseHandler):
+class ConfirmUploadHandler(IdempotentHandler):
     """POST: the uploaded object is checked and the media moves on."""
 
+    idempotency_route = "confirm_upload"
     openapi = PathItem(
         f"{API}/{{media_id}}/confirm_upload/",
         {
@@ -65,17 +79,27 @@ class ConfirmUploadHandler(BaseHandler):
                 "Check the uploaded object and move the media on (uploader or admin)",
                 "uploads",
                 {
-                    200: Answer("The media (confirming again changes nothing)", Media),
+                    200: Answer(
+                        "The media (confirming again changes nothing)",
+                        Media,
+                        headers={REPLAY_HEADER: REPLAYED_HEADER},
+                    ),
                     400: Answer("The object was rejected (the media failed)", Error),
-                    409: Answer("upload not found", Error),
+                    409: Answer(
+                        "upload not found, or a request with this Idempotency-Key is still "
+                        "in progress",
+                        Error,
+                    ),
                 },
-                errors=(401, 403, 404, 503),
+                errors=(401, 403, 404, 422, 503),
+                params=(IDEMPOTENCY_KEY_PARAM,),
                 linked=True,
             )
         },
         params=(MEDIA_ID_PARAM,),
     )
 
+    @idempotent
     async def post(self, media_id: str) -> None:
         media = await self.ctx.presigned.confirm(self.authenticate(), media_id)
         self.write_model(self.ctx.media.present(media, self.base_url))

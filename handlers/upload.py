@@ -9,19 +9,20 @@ import tornado.web
 from mediasvc import metrics
 from mediasvc.auth import Principal
 from mediasvc.errors import BadRequest
-from mediasvc.handlers.base import BaseHandler
+from mediasvc.handlers.idempotent import IDEMPOTENCY_KEY_PARAM, REPLAYED_HEADER, IdempotentHandler
 from mediasvc.handlers.media import API, entity_location, media_location
 from mediasvc.models.base import Error, Url
 from mediasvc.models.media import Media
 from mediasvc.models.uploads import (
     BatchFailure,
+    BatchFields,
     BatchResult,
     BatchUploadForm,
-    EntityRef,
-    UploadFields,
     UploadForm,
+    UploadFormFields,
 )
 from mediasvc.openapi import Answer, Header, Operation, PathItem
+from mediasvc.services.idempotency import REPLAY_HEADER, form_fingerprint
 from mediasvc.upload import MultipartReceiver, boundary_of
 from mediasvc.wire import decode_fields
 
@@ -32,9 +33,10 @@ METRIC_STEP_BYTES = 4 * 1024 * 1024
 
 
 @tornado.web.stream_request_body
-class UploadHandler(BaseHandler):
+class UploadHandler(IdempotentHandler):
     """POST /upload/: authenticate before the body, stream it, then store and record."""
 
+    idempotency_route = "upload"
     openapi = PathItem(
         f"{API}/upload/",
         {
@@ -43,16 +45,26 @@ class UploadHandler(BaseHandler):
                 "Upload one file (multipart, streamed)",
                 "uploads",
                 {
+                    200: Answer(
+                        "dedupe=true and the entity already has this content: its media "
+                        "(nothing new was stored)",
+                        Media,
+                        headers={REPLAY_HEADER: REPLAYED_HEADER},
+                    ),
                     201: Answer(
                         "Stored and recorded",
                         Media,
-                        headers={"Location": Header("The media", Url, True)},
+                        headers={
+                            "Location": Header("The media", Url, True),
+                            REPLAY_HEADER: REPLAYED_HEADER,
+                        },
                         links="id",
-                    )
+                    ),
                 },
-                errors=(400, 401, 403, 409, 413, 429, 503, 507),
+                errors=(400, 401, 403, 409, 413, 422, 429, 503, 507),
                 body=UploadForm,
                 body_media="multipart/form-data",
+                params=(IDEMPOTENCY_KEY_PARAM,),
             )
         },
     )
@@ -134,16 +146,23 @@ class UploadHandler(BaseHandler):
         self.report_bytes()
         try:
             await receiver.close()
+            if self.replayed(lambda: self.form_fingerprint(receiver)):
+                return
             if not receiver.files:
                 raise BadRequest("No file was submitted in the 'file' field")
-            fields = decode_fields(UploadFields, receiver.fields, self.ctx.settings)
-            media = await self.ctx.media.create_from_upload(
-                self.principal, fields, receiver.files[0]
-            )
+            fields = decode_fields(UploadFormFields, receiver.fields, self.ctx.settings)
+            media, created = await self.ctx.media.upload(self.principal, fields, receiver.files[0])
         finally:
             receiver.discard()
-        self.set_header("Location", media_location(self.base_url, media.id))
-        self.write_model(self.ctx.media.present(media, self.base_url), status=201)
+        if created:
+            self.set_header("Location", media_location(self.base_url, media.id))
+        self.write_model(self.ctx.media.present(media, self.base_url), 201 if created else 200)
+
+    @staticmethod
+    def form_fingerprint(receiver: MultipartReceiver) -> str:
+        """The form as received: fields, and each file's name, sha256 and size."""
+        files = ((f.raw_filename, f.sha256, f.size) for f in receiver.files)
+        return form_fingerprint(receiver.fields, files, receiver.rejected)
 
     def on_connection_close(self) -> None:
         # The client went away mid-body: drop what was spooled; no record was made.
@@ -158,6 +177,7 @@ class BatchUploadHandler(UploadHandler):
     """POST /batch_upload/: `files` repeated; each file is validated and stored on its own."""
 
     upload_kind = "batch"
+    idempotency_route = "batch_upload"
     openapi = PathItem(
         f"{API}/batch_upload/",
         {
@@ -166,6 +186,12 @@ class BatchUploadHandler(UploadHandler):
                 "Upload several files to one entity (multipart)",
                 "uploads",
                 {
+                    200: Answer(
+                        "dedupe=true and the entity already had every file that could be "
+                        "stored: nothing new was stored",
+                        BatchResult,
+                        headers={REPLAY_HEADER: REPLAYED_HEADER},
+                    ),
                     201: Answer(
                         "At least one file was stored",
                         BatchResult,
@@ -174,14 +200,16 @@ class BatchUploadHandler(UploadHandler):
                                 "The list of the entity's media, which holds every media created",
                                 Url,
                                 True,
-                            )
+                            ),
+                            REPLAY_HEADER: REPLAYED_HEADER,
                         },
                     ),
                     400: Answer("Invalid form, or no file could be stored", (Error, BatchFailure)),
                 },
-                errors=(401, 403, 413, 429, 503, 507),
+                errors=(401, 403, 409, 413, 422, 429, 503, 507),
                 body=BatchUploadForm,
                 body_media="multipart/form-data",
+                params=(IDEMPOTENCY_KEY_PARAM,),
             )
         },
     )
@@ -207,16 +235,20 @@ class BatchUploadHandler(UploadHandler):
         self.body_complete = True
         try:
             await receiver.close()
-            entity = decode_fields(EntityRef, receiver.fields, self.ctx.settings)
+            if self.replayed(lambda: self.form_fingerprint(receiver)):
+                return
+            entity = decode_fields(BatchFields, receiver.fields, self.ctx.settings)
             result = await self.ctx.media.create_batch(
                 self.principal, entity, receiver.files, receiver.rejected
             )
         finally:
             receiver.discard()
-        if result.summary.successful:
+        if result.created:
             location = entity_location(self.base_url, entity.entity_type, str(entity.entity_id))
             self.set_header("Location", location)
             self.write_model(result, status=201)
+        elif result.summary.successful:  # every file that could be stored was there already
+            self.write_model(result, status=200)
         else:
             failure = BatchFailure(
                 error="No file could be uploaded",

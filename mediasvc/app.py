@@ -25,14 +25,16 @@ from mediasvc.context import AppContext
 from mediasvc.cors import CorsPolicy
 from mediasvc.embedded_db import EmbeddedMongo, running_database_uri
 from mediasvc.errors import Unavailable
-from mediasvc.handlers import console, files, media, openapi, ops, presigned, tus, upload
+from mediasvc.handlers import check, console, files, media, openapi, ops, presigned, tus, upload
 from mediasvc.handlers.base import NotFoundHandler, log_request
 from mediasvc.http1 import EarlyAnswerLimits, make_server
+from mediasvc.idempotency_records import IdempotencyRepository
 from mediasvc.pipeline.dispatcher import Dispatcher
 from mediasvc.pipeline.pool import PoolConfig, WorkerPool
 from mediasvc.pipeline.queue import JobQueue
 from mediasvc.repository import MongoMediaRepository
 from mediasvc.secretfiles import resolve_secrets
+from mediasvc.services.idempotency import IdempotencyService
 from mediasvc.services.lost_jobs import LostJobs
 from mediasvc.services.media import MediaService
 from mediasvc.services.presigned import PresignedUploads
@@ -56,6 +58,7 @@ def make_app(context: AppContext) -> tornado.web.Application:
         *upload.routes,
         *presigned.routes_for(context.blobs),
         *tus.routes,  # before the media routes, whose {media_id} would match `tus`
+        *check.routes,  # and `check`
         *media.routes,
         *files.routes_for(context.blobs),
         *console.routes(),
@@ -184,6 +187,18 @@ async def _build_context(
     tus_repository = TusRepository(client, settings.mongodb_database)
     await tus_repository.ensure_indexes()
     resumable = TusUploads(media, tus_repository, executor)
+    idempotency_keys = IdempotencyRepository(client, settings.mongodb_database)
+    await idempotency_keys.ensure_indexes()
+    idempotency = IdempotencyService(idempotency_keys, settings)
+    sweeper = Sweeper(
+        presigned_uploads,
+        media.deletions,
+        settings,
+        executor,
+        resumable,
+        idempotency=idempotency,
+        lost_jobs=LostJobs(repository, settings.lost_job_grace, media.on_job_queued),
+    )
     return AppContext(
         settings=settings,
         tokens=TokenAuthority(settings, jwt_secret),
@@ -192,15 +207,9 @@ async def _build_context(
         io_executor=executor,
         media=media,
         presigned=presigned_uploads,
-        sweeper=Sweeper(
-            presigned_uploads,
-            media.deletions,
-            settings,
-            executor,
-            resumable,
-            LostJobs(repository, settings.lost_job_grace, media.on_job_queued),
-        ),
+        sweeper=sweeper,
         tus=resumable,
+        idempotency=idempotency,
         dispatcher=dispatcher,
         embedded_db=embedded,
     )

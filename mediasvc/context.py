@@ -10,6 +10,7 @@ from mediasvc.embedded_db import EmbeddedMongo
 from mediasvc.lifecycle import InFlight, Slots
 from mediasvc.pipeline.dispatcher import Dispatcher
 from mediasvc.repository import MediaRepository
+from mediasvc.services.idempotency import IdempotencyService
 from mediasvc.services.media import MediaService
 from mediasvc.services.presigned import PresignedUploads
 from mediasvc.services.sweeper import Sweeper
@@ -31,6 +32,7 @@ class AppContext:
     presigned: PresignedUploads
     sweeper: Sweeper
     tus: TusUploads
+    idempotency: IdempotencyService
     dispatcher: Dispatcher | None = None
     embedded_db: EmbeddedMongo | None = None  # when this process runs its own database
     requests: InFlight = field(default_factory=InFlight)

@@ -33,11 +33,12 @@ ALLOW_HEADERS = (
     "If-None-Match", "Upload-Length", "Upload-Offset", "Upload-Metadata", "Upload-Checksum",
     "Upload-Concat", "Upload-Defer-Length", "Tus-Resumable", "X-HTTP-Method-Override",
 )  # fmt: skip
-# What a page may read from an answer beyond the safelisted response headers.
+# What a page may read from an answer beyond the safelisted response headers (a replayed
+# answer to an Idempotency-Key says so in Idempotent-Replayed).
 EXPOSE_HEADERS = (
     "X-Request-Id", "Retry-After", "Location", "ETag", "Content-Length", "Content-Range",
-    "Content-Disposition", "Accept-Ranges", "WWW-Authenticate", "Allow", "Upload-Offset",
-    "Upload-Length", "Upload-Expires", "Upload-Metadata", "Upload-Defer-Length",
+    "Content-Disposition", "Accept-Ranges", "WWW-Authenticate", "Allow", "Idempotent-Replayed",
+    "Upload-Offset", "Upload-Length", "Upload-Expires", "Upload-Metadata", "Upload-Defer-Length",
     "Upload-Concat", "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size",
     "Tus-Checksum-Algorithm",
 )  # fmt: skip

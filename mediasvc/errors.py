@@ -52,6 +52,13 @@ class Conflict(MediaError):
     status = 409
 
 
+class Unprocessable(MediaError):
+    """Well formed, but not something that can be done (an idempotency key reused for a
+    different request)."""
+
+    status = 422
+
+
 class RequestTimeout(MediaError):
     """The client stopped sending its request body."""
 

@@ -30,6 +30,7 @@ ERRORS = {
     409: ("Conflict", "Clashes with the current state"),
     413: ("TooLarge", "A body or a file is over its limit"),
     416: ("RangeNotSatisfiable", "The requested range is outside the file"),
+    422: ("UnprocessableContent", "The Idempotency-Key was used for a different request"),
     429: ("TooManyRequests", "Too many requests; try again after Retry-After seconds"),
     503: ("Unavailable", "The database or the storage fails or cannot be reached; try again"),
     507: ("InsufficientStorage", "No space left to receive the upload; nothing was kept"),
@@ -43,7 +44,7 @@ TAGS = {
     "operations": "Health, readiness, metrics and this document",
 }
 DESCRIPTION = """\
-Every error is `{"error": "..."}` (400, 401, 403, 404, 405, 409, 413, 416, 429, 503, 507; 429
+Every error is `{"error": "..."}` (400, 401, 403, 404, 405, 409, 413, 416, 422, 429, 503, 507; 429
 and 503 carry `Retry-After`) and every response has an `X-Request-Id`. Methods a path does not
 list answer 405. Reads of media the caller may not see are 404; writes to entities it may not
 act on are 403. Trouble on the server's side is never the client's: storage that fails in any
@@ -242,7 +243,8 @@ class _Builder:
         """One parameter (a path parameter is always required)."""
         required = param.required or param.where == "path"
         done: Schema = {"name": param.name, "in": param.where, "required": required}
-        described = {"description": param.description} if param.description else {}
+        described = _settle({"description": param.description}, self.settings)
+        described = described if param.description else {}
         return {**done, **described, "schema": self.schema(param.schema)}
 
     def _query(self, model: type | None) -> list[Schema]:

@@ -69,7 +69,13 @@ MEDIA_INDEXES = {
     "by_media_type_key": ("media_type", SORT_FIELD),
     "by_status_key": ("status", SORT_FIELD),
     "pending_expiry": ("status", "upload_expires_at"),
+    # Deduplication: an entity's media with one content, oldest first (see same_contents).
+    # The content leads: an index led by the entity would tie with by_entity_key_text for
+    # the entity arms of list counts, and the one created last wins a tie (operations.md).
+    "by_content": ("sha256", "file_size", "entity_type", "entity_id", "created_at"),
 }
+# The media whose content counts as there: not a pending (no bytes yet) or failed one.
+HAS_CONTENT = (MediaStatus.PROCESSING.value, MediaStatus.READY.value)
 # The keys of indexes of earlier versions that no query uses any more.
 RETIRED_INDEXES = (
     ("entity_type", "entity_id"),
@@ -92,6 +98,16 @@ def eq(value: Any) -> Doc:
     """An explicit equality: index-served on every wire server (an implicit `{f: v}` is not,
     on the embedded one)."""
     return {"$eq": value}
+
+
+def content_query(entity: Doc, sha256: str, size: int) -> Doc:
+    """The media of an entity (its `$eq` terms) with this content and a usable status."""
+    return {
+        **entity,
+        "sha256": eq(sha256),
+        "file_size": eq(size),
+        "status": {"$in": list(HAS_CONTENT)},
+    }
 
 
 def totals_change(records: Iterable[MediaRecord], sign: int = 1) -> dict[str, int]:
@@ -155,6 +171,13 @@ class MediaRepository(ABC):
     @abstractmethod
     async def list_media(self, query: MediaQuery) -> MediaPage:
         """A page of media records in list order, and how many match in all."""
+
+    @abstractmethod
+    async def same_contents(
+        self, entity_type: str, entity_id: str, contents: Sequence[tuple[str, int]]
+    ) -> list[MediaRecord | None]:
+        """For each (sha256, size), the oldest media of the entity with that content (not a
+        pending or failed one), or None; in the order asked."""
 
     @abstractmethod
     async def increment(self, media_id: str, counter: str) -> MediaRecord | None:
@@ -522,6 +545,25 @@ class MongoMediaRepository(MediaRepository):
             total = await self._count_filter({})
         sums = [sum(int(n) for n in counter[name].values()) for name in TOTAL_MAPS]
         return any(n != total for n in (int(counter["n"]), *sums))
+
+    async def same_contents(
+        self, entity_type: str, entity_id: str, contents: Sequence[tuple[str, int]]
+    ) -> list[MediaRecord | None]:
+        """One query per content, each a search of `by_content` (its four equalities) read
+        in its order; the status only narrows what it found. (An `$or` of the contents in
+        one `find` would be filtered in Python over the whole collection on the embedded
+        server: docs/operations.md.)"""
+        entity = {"entity_type": eq(entity_type), "entity_id": eq(entity_id)}
+        with database_errors():
+            found = await self._gathered(
+                self._first(content_query(entity, sha256, size)) for sha256, size in contents
+            )
+        return [MediaRecord.from_doc(doc) if doc else None for doc in found]
+
+    async def _first(self, where: Doc) -> Doc | None:
+        cursor = self._media.find(where).sort("created_at", ASCENDING).limit(1)
+        docs = await cursor.to_list()
+        return docs[0] if docs else None
 
     async def increment(self, media_id: str, counter: str) -> MediaRecord | None:
         with database_errors():

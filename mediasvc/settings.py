@@ -291,6 +291,29 @@ class Settings:
         "uploads",
         minimum=60,
     )
+    # -- idempotency keys
+    idempotency_ttl: int = setting(
+        86400,
+        "Seconds the answer to a request with an Idempotency-Key is kept: a retry with the "
+        "same key and the same request gets it again (a different request: 422).",
+        "idempotency",
+        minimum=1,
+    )
+    idempotency_lease: float = setting(
+        30.0,
+        "Seconds a running request with an Idempotency-Key holds its key without renewing it "
+        "(it renews every third of this while it runs): a retry of a request whose process "
+        "died runs again this long after the last renewal; until then it gets 409.",
+        "idempotency",
+        minimum=0.5,
+    )
+    idempotency_key_max_length: int = setting(
+        255,
+        "Longest Idempotency-Key, in characters (a longer or empty one is a 400).",
+        "idempotency",
+        minimum=1,
+        maximum=4096,
+    )
     # -- resumable uploads (tus)
     tus_dir: str = setting(
         "",
@@ -384,6 +407,13 @@ class Settings:
     )
     max_bulk_ids: int = setting(
         100, "Most media ids one bulk_delete or bulk_update may name.", "limits", minimum=1
+    )
+    max_check_files: int = setting(
+        100,
+        "Most files one `check` request may ask about (one indexed query each).",
+        "limits",
+        minimum=1,
+        maximum=10000,
     )
     sniff_max_tag_size: int = setting(
         16 * MB,

@@ -276,7 +276,7 @@ def _field_problem(
     model: type[Any], path: Path, what: str, name: str, data: Any, settings: Settings
 ) -> str:
     """A missing or unknown field of the object at `path`."""
-    holder = _field_type(model, path)[0]
+    holder = _object_at(model, path)
     assert isinstance(holder, mi.StructType)
     owner = holder.cls
     if getattr(owner, "says_shape", None) is not None:
@@ -291,6 +291,19 @@ def _field_problem(
         return f"Field '{name}' is read-only"
     printable = "".join(ch if ch.isprintable() else "?" for ch in name)
     return f"Unknown field '{printable[:64]}'"
+
+
+def _object_at(model: type[Any], path: Path) -> mi.Type:
+    """The type of the value at `path` (an item's, for a path into a list of objects)."""
+    current: mi.Type = mi.type_info(model)
+    for step in path:
+        base = _unwrap(current)[0]
+        if isinstance(step, int):
+            current = base.item_type if isinstance(base, mi.ListType) else base
+        else:
+            assert isinstance(base, mi.StructType)
+            current = next(f.type for f in base.fields if f.name == step)
+    return _unwrap(current)[0]
 
 
 def _field_type(

@@ -38,6 +38,7 @@ ROUTES = [
     (f"{API}/{SOME_ID}/process/", "POST"),
     (f"{API}/bulk_delete/", "POST"),
     (f"{API}/bulk_update/", "POST"),
+    (f"{API}/check/", "POST"),
     (f"{API}/openapi.json", "GET"),
     (f"{API}/tus/", "POST"),
     (f"{API}/tus/{SOME_ID}", "PATCH"),
@@ -162,8 +163,8 @@ async def test_answers_carry_allow_origin_and_exposed_headers(cors_client: Clien
     assert response.headers["Vary"] == "Origin"
     exposed = _listed(response.headers["Access-Control-Expose-Headers"])
     for name in ("x-request-id", "retry-after", "location", "etag", "content-length",
-                 "content-range", "upload-offset", "upload-length", "upload-expires",
-                 "tus-resumable", "tus-version", "tus-max-size"):  # fmt: skip
+                 "content-range", "idempotent-replayed", "upload-offset", "upload-length",
+                 "upload-expires", "tus-resumable", "tus-version", "tus-max-size"):  # fmt: skip
         assert name in exposed
     assert "Access-Control-Allow-Credentials" not in response.headers
 

@@ -3,7 +3,8 @@
 `openapi-python-client` (pinned in requirements-dev.txt) generates a Python package from
 the document the running service serves, without a warning; the test imports the package
 and drives every operation it generated through it, as a user of the SDK would: direct,
-batch and presigned upload (with its PUT), list with filters, read, PATCH, bulk update,
+batch and presigned upload (with its PUT), an upload retried with an Idempotency-Key and one
+with dedupe, the check of which contents an entity has, list with filters, read, PATCH, bulk update,
 process, set_primary, download and the file behind it, bulk delete, delete, and the
 operations endpoints. The generator runs once for the module (a few seconds).
 """
@@ -11,6 +12,7 @@ operations endpoints. The generator runs once for the module (a few seconds).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import pkgutil
 import sys
@@ -176,6 +178,42 @@ async def _upload_all_ways(gen: Generated, sdk: Any, owner: Caller, samples: Any
     return [await _settled(gen, sdk, media_id) for media_id in created]
 
 
+async def _keyed_and_deduplicated(
+    gen: Generated, sdk: Any, owner: Caller, photo: Any, samples: Any
+) -> None:
+    """An upload with an Idempotency-Key sent twice (the second is the kept answer), one with
+    dedupe=true of content the entity has, and a check of which contents it has."""
+    upload = gen.operation("uploads.upload_media")
+    entity = {"entity_type": "user", "entity_id": uuid.UUID(owner.sub)}
+    answers = []
+    for _ in range(2):
+        form = gen.model("UploadForm")(file=_file("k.txt", b"keyed\n", "text/plain"), **entity)
+        answers.append(await upload.asyncio_detailed(client=sdk, body=form, idempotency_key="k1"))
+    first, again = answers
+    assert (first.status_code, again.status_code) == (201, 201), again.content
+    assert again.headers["Idempotent-Replayed"] == "true" and again.parsed.id == first.parsed.id
+    form = gen.model("UploadForm")(
+        file=_file("same.jpg", samples["jpg"], "image/jpeg"), dedupe=True, **entity
+    )
+    deduplicated = await upload.asyncio_detailed(client=sdk, body=form)
+    assert deduplicated.status_code == 200 and deduplicated.parsed.id == photo.id
+    content = gen.model("ContentRef")
+    files = [
+        content(sha256=hashlib.sha256(samples["jpg"]).hexdigest(), size=len(samples["jpg"])),
+        content(sha256="0" * 64, size=1),
+    ]
+    body = gen.model("CheckRequest")(files=files, **entity)
+    checked = await gen.operation("uploads.check_media").asyncio(client=sdk, body=body)
+    assert [str(result.id) if result.id else None for result in checked.results] == [
+        str(photo.id),
+        None,
+    ]
+    removed = await gen.operation("media.delete_media").asyncio_detailed(
+        first.parsed.id, client=sdk
+    )
+    assert removed.status_code == 204
+
+
 async def _read_and_change(gen: Generated, sdk: Any, owner: Caller, media: list[Any]) -> None:
     photo, pdf, txt, png = media
     listing = gen.operation("media.list_media")
@@ -299,6 +337,7 @@ async def test_every_generated_operation_works(
 ) -> None:
     async with generated.client(user.token) as sdk, generated.client() as anyone:
         media = await _upload_all_ways(generated, sdk, user, samples)
+        await _keyed_and_deduplicated(generated, sdk, user, media[0], samples)
         await _read_and_change(generated, sdk, user, media)
         await _process(generated, sdk, media[0])
         await _download(generated, sdk, anyone, media[0], samples["jpg"])

@@ -99,6 +99,13 @@ def test_a_server_migrates_old_records_at_start_up_and_migrate_then_has_nothing_
         assert found["count"] == 400
         status, deep = server.request("GET", str(page["next"]).split(f":{server.port}")[1], token)
         assert status == 200 and len(deep["results"]) == 5  # type: ignore[arg-type]
+        # the content index is built at start-up: old records are found by their checksum
+        body = {"entity_type": "user", "entity_id": OWNER,
+                "files": [{"sha256": "0" * 64, "size": 1000 + 7}]}  # fmt: skip
+        status, checked = server.request(
+            "POST", f"{API}/check/", token, json.dumps(body).encode(), "application/json"
+        )
+        assert (status, checked["results"][0]["id"]) == (200, old_record(7)["_id"])  # type: ignore[index]
     finally:
         server.stop()
 
@@ -131,6 +138,7 @@ def test_migrate_by_hand_then_again_changes_nothing(tmp_path: Path) -> None:
         keys = {tuple(key for key, _ in index["key"]) for index in indexes}
         old = {tuple(key for key, _ in spec) for spec in OLD_INDEXES.values()}
         assert ("entity_type", "entity_id", "sort_key", "search_text") in keys
+        assert ("sha256", "file_size", "entity_type", "entity_id", "created_at") in keys
         assert not keys & old  # what no query uses is dropped
     finally:
         database.close()

@@ -163,6 +163,7 @@ def test_gc_command(tmp_path: Path) -> None:
         "deleted_files": 0,
         "pending_deletions": 0,
         "requeued_jobs": 0,
+        "expired_idempotency_keys": 0,
     }
 
 

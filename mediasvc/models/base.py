@@ -119,6 +119,17 @@ Filename = Annotated[
     says("{name} is required", high="{name} must be at most {limit} characters"),
 ]
 
+IdempotencyKeyText = Annotated[
+    str,
+    Meta(min_length=1, pattern="^[\\x20-\\x7e]+\\Z"),
+    limited_by("maxLength", "idempotency_key_max_length"),
+]
+Sha256 = Annotated[
+    str,
+    Meta(pattern="^[0-9a-fA-F]{64}\\Z", description="The file's sha256, 64 hex digits"),
+    says("{name} must be a sha256: 64 hexadecimal digits"),
+]
+
 
 class Shape(Struct, forbid_unknown_fields=True):
     """Every body: closed (unknown fields are refused)."""

@@ -9,6 +9,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from mediasvc.media_types import KINDS
 from mediasvc.models.base import (
+    MAX_QUERY_INT,
     AltText,
     Binary,
     Count,
@@ -17,6 +18,7 @@ from mediasvc.models.base import (
     EntityType,
     Filename,
     Schema,
+    Sha256,
     Shape,
     Timestamp,
     Title,
@@ -53,7 +55,23 @@ class UploadFields(EntityRef):
     display_order: DisplayOrder | UnsetType = UNSET
 
 
-class UploadForm(UploadFields, kw_only=True):
+Dedupe = Annotated[
+    bool,
+    Meta(
+        description="true: if the entity already has a media with the same content (sha256 and "
+        "size; not a failed or pending one), answer 200 with it and store nothing new. Also "
+        "1/0, yes/no, on/off; empty is false"
+    ),
+]
+
+
+class UploadFormFields(UploadFields):
+    """The fields of a direct upload's form besides its file."""
+
+    dedupe: Dedupe = False
+
+
+class UploadForm(UploadFormFields, kw_only=True):
     """Fields in any order. The file's extension and sniffed content must be allowed; its size
     within its media type's limit (else 413)."""
 
@@ -73,7 +91,20 @@ class TusMetadata(UploadFields, kw_only=True):
     ]
 
 
-class BatchUploadForm(EntityRef):
+class BatchFields(EntityRef):
+    """The fields of a batch upload's form besides its files."""
+
+    dedupe: Annotated[
+        bool,
+        Meta(
+            description="true: each file whose content the entity already has (sha256 and size; "
+            "not a failed or pending media) is listed in `existing` with that media, and not "
+            "stored again. Also 1/0, yes/no, on/off; empty is false"
+        ),
+    ] = False
+
+
+class BatchUploadForm(BatchFields, kw_only=True):
     """`files` repeated; each file is checked and stored on its own (at most
     {max_batch_files}: `max_batch_files`)."""
 
@@ -96,11 +127,12 @@ class BatchError(Shape):
 
 
 class BatchSummary(Shape):
-    """The counts of a batch."""
+    """The counts of a batch; `successful` counts the files `existing` lists too."""
 
     total: Count
     successful: Count
     failed: Count
+    existing: Annotated[Count, Meta(description="With dedupe=true only")] | UnsetType = UNSET
 
 
 class BatchResult(Shape):
@@ -109,6 +141,16 @@ class BatchResult(Shape):
     created: list[BatchCreated]
     errors: list[BatchError]
     summary: BatchSummary
+    existing: (
+        Annotated[
+            list[BatchCreated],
+            Meta(
+                description="With dedupe=true only: the files the entity already had, each with "
+                "the media that has its content (nothing new was stored for them)"
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class BatchFailure(BatchResult, kw_only=True):
@@ -174,3 +216,48 @@ class LocalUploadResult(Shape):
 
     storage_key: str
     size: Count
+
+
+# ---- deduplication by checksum
+
+
+class ContentRef(Shape):
+    """A file's content, as a client computes it before uploading."""
+
+    sha256: Sha256
+    size: Annotated[int, Meta(ge=1, le=MAX_QUERY_INT), says("{name} must be a positive integer")]
+
+
+class CheckRequest(EntityRef):
+    """Which of these contents the entity already has (at most {max_check_files} files:
+    `max_check_files`)."""
+
+    files: Annotated[
+        list[ContentRef],
+        Meta(min_length=1),
+        limited_by("maxItems", "max_check_files"),
+        says(
+            '{name} must be a non-empty list of {{"sha256", "size"}}',
+            high="{name} may hold at most {limit} files",
+        ),
+    ]
+
+
+class CheckResult(Shape):
+    """One file of a check: the media of the entity with that content, or null."""
+
+    sha256: Annotated[str, Meta(pattern="^[0-9a-f]{64}\\Z")]
+    size: Count
+    id: Annotated[
+        UuidText | None,
+        Meta(
+            description="A media of the entity with this sha256 and size (not a failed or "
+            "pending one), or null"
+        ),
+    ]
+
+
+class CheckAnswer(Shape):
+    """The files of the request, in its order."""
+
+    results: list[CheckResult]

@@ -30,10 +30,15 @@ from mediasvc.models.media import (
 from mediasvc.models.uploads import (
     BatchCreated,
     BatchError,
+    BatchFields,
     BatchResult,
     BatchSummary,
+    CheckAnswer,
+    CheckRequest,
+    CheckResult,
     EntityRef,
     UploadFields,
+    UploadFormFields,
 )
 from mediasvc.pipeline.jobs import applicable_operations, default_operations, job_lane, new_job
 from mediasvc.records import Doc, MediaRecord, MediaStatus, now_ms
@@ -97,34 +102,54 @@ class MediaService:
                 raise
         return media
 
+    async def upload(
+        self, principal: Principal, fields: UploadFormFields, received: ReceivedFile
+    ) -> tuple[MediaRecord, bool]:
+        """A direct upload: with `dedupe`, the entity's media of the same content if it has
+        one (nothing is stored; False), else the new media (True)."""
+        if fields.dedupe:
+            existing = await self.same_content(self.entity_for_upload(principal, fields), received)
+            if existing is not None:
+                return existing, False
+        return await self.create_from_upload(principal, fields, received), True
+
+    async def same_content(
+        self, entity: tuple[str, str], received: ReceivedFile
+    ) -> MediaRecord | None:
+        """The entity's (oldest) media with the content of a received file, if any."""
+        (found,) = await self.repository.same_contents(*entity, [(received.sha256, received.size)])
+        return found
+
     async def create_batch(
         self,
         principal: Principal,
-        entity: EntityRef,
+        entity: BatchFields,
         files: list[ReceivedFile],
         rejected: list[dict[str, str]],
     ) -> BatchResult:
-        """Store each file of a batch on its own; bad files are reported, not fatal."""
-        self.entity_for_upload(principal, entity)
+        """Store each file of a batch on its own; bad files are reported, not fatal. With
+        `dedupe`, files whose content the entity has are listed in `existing` instead."""
+        target = self.entity_for_upload(principal, entity)
         if not files and not rejected:
             raise BadRequest("No file was submitted in the 'files' field")
         fields = UploadFields(entity_type=entity.entity_type, entity_id=entity.entity_id)
         created: list[BatchCreated] = []
+        existing: list[BatchCreated] = []
         errors = [BatchError(filename=r["filename"], error=r["error"]) for r in rejected]
         trouble: MediaError | None = None  # the service's own (storage down, disk full)
         for received in files:
             try:
-                media = await self.create_from_upload(principal, fields, received)
+                found = await self.same_content(target, received) if entity.dedupe else None
+                media = found or await self.create_from_upload(principal, fields, received)
             except MediaError as exc:
                 errors.append(BatchError(filename=received.raw_filename[:255], error=exc.message))
                 trouble = exc if exc.status >= 500 else trouble
                 continue
-            created.append(BatchCreated(id=media.id, filename=media.filename, status=media.status))
-        if trouble is not None and not created:
+            listed = BatchCreated(id=media.id, filename=media.filename, status=media.status)
+            (existing if found else created).append(listed)
+        if trouble is not None and not created and not existing:
             raise trouble  # not the files' fault: the batch gets the 503 or 507 itself
-        total = len(created) + len(errors)
-        summary = BatchSummary(total=total, successful=len(created), failed=len(errors))
-        return BatchResult(created=created, errors=errors, summary=summary)
+        return _batch_result(created, existing, errors, dedupe=entity.dedupe)
 
     def new_media(
         self,
@@ -186,6 +211,22 @@ class MediaService:
         if not principal.may_act_on(entity_type, entity_id):
             raise Forbidden(NO_PERMISSION)
         return entity_type, entity_id
+
+    # ---- deduplication
+
+    async def check_contents(self, principal: Principal, request: CheckRequest) -> CheckAnswer:
+        """Which of these contents the entity already has: for each file, in order, the id of
+        its oldest media with that sha256 and size (not a pending or failed one), or None."""
+        entity = self.entity_for_upload(principal, request)
+        asked = [(ref.sha256.lower(), ref.size) for ref in request.files]
+        unique = list(dict.fromkeys(asked))
+        found = dict(zip(unique, await self.repository.same_contents(*entity, unique), strict=True))
+        return CheckAnswer(
+            results=[
+                CheckResult(sha256=sha256, size=size, id=_id_of(found[(sha256, size)]))
+                for sha256, size in asked
+            ]
+        )
 
     # ---- reading
 
@@ -380,6 +421,28 @@ class MediaService:
     def present(self, media: MediaRecord, base_url: str) -> Media:
         """The API form of a media record."""
         return present_media(media, self.blobs, base_url)
+
+
+def _batch_result(
+    created: list[BatchCreated],
+    existing: list[BatchCreated],
+    errors: list[BatchError],
+    *,
+    dedupe: bool,
+) -> BatchResult:
+    """The answer of a batch; `existing` and its count only when dedupe was asked for."""
+    successful = len(created) + len(existing)
+    summary = BatchSummary(
+        total=successful + len(errors), successful=successful, failed=len(errors)
+    )
+    if not dedupe:
+        return BatchResult(created=created, errors=errors, summary=summary)
+    summary.existing = len(existing)
+    return BatchResult(created=created, errors=errors, summary=summary, existing=existing)
+
+
+def _id_of(media: MediaRecord | None) -> str | None:
+    return media.id if media is not None else None
 
 
 def _gone() -> MediaRecord:

@@ -10,6 +10,7 @@ from concurrent.futures import Executor
 
 from mediasvc.errors import MediaError
 from mediasvc.services.deletions import FileDeletions
+from mediasvc.services.idempotency import IdempotencyService
 from mediasvc.services.lost_jobs import LostJobs
 from mediasvc.services.presigned import PresignedUploads
 from mediasvc.services.tus import TusUploads
@@ -21,8 +22,8 @@ log = logging.getLogger(__name__)
 
 class Sweeper:
     """Expired presigned and resumable uploads, stale multipart uploads, orphaned spool entries,
-    file deletions that failed before and jobs a crash kept out of the queue; each step runs
-    even when another one fails."""
+    file deletions that failed before, jobs a crash kept out of the queue and idempotency keys
+    that ran out; each step runs even when another one fails."""
 
     def __init__(
         self,
@@ -32,10 +33,12 @@ class Sweeper:
         io_executor: Executor,
         tus: TusUploads | None = None,
         lost_jobs: LostJobs | None = None,
+        idempotency: IdempotencyService | None = None,
     ) -> None:
         self.presigned = presigned
         self.lost_jobs = lost_jobs
         self.tus = tus
+        self.idempotency = idempotency
         self.deletions = deletions
         self.settings = settings
         self._io = io_executor
@@ -59,6 +62,8 @@ class Sweeper:
             steps.insert(1, ("resumable uploads", self.tus.sweep))
         if self.lost_jobs is not None:
             steps.append(("lost jobs", self.lost_jobs.requeue))
+        if self.idempotency is not None:
+            steps.append(("idempotency keys", self.idempotency.sweep))
         for name, step in steps:
             try:
                 report.update(await step())

@@ -192,15 +192,17 @@ class Twin:
     def close(self) -> None:
         self._connection.close()
 
-    def statements(self, operation: Callable[[Any], object]) -> list[str]:
-        """The SELECTs that `operation(collection)` runs."""
+    def statements(
+        self, operation: Callable[[Any], object], kinds: tuple[str, ...] = ("SELECT",)
+    ) -> list[str]:
+        """The SELECTs (or statements of other `kinds`) that `operation(collection)` runs."""
         traced: list[str] = []
         self.collection.db.set_trace_callback(traced.append)
         try:
             operation(self.collection)
         finally:
             self.collection.db.set_trace_callback(None)
-        return [sql.strip() for sql in traced if sql.lstrip().upper().startswith("SELECT")]
+        return [sql.strip() for sql in traced if sql.lstrip().upper().startswith(kinds)]
 
     def plan(self, sql: str) -> list[str]:
         return [row[3] for row in self.collection.db.execute(f"EXPLAIN QUERY PLAN {sql}")]

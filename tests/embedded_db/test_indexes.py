@@ -250,6 +250,78 @@ async def test_analyze_lets_the_planner_choose_by_selectivity(embedded: Embedded
     assert uses(await find_plan(collection, query), f"idx_{collection.name}_uploaded_by_sort_key")
 
 
+CONTENT_INDEX = "sha256_file_size_entity_type_entity_id_created_at"
+
+
+def test_a_content_lookup_searches_the_content_index_in_its_order() -> None:
+    """The repository's deduplication shape (`content_query`: the entity, sha256 and size as
+    `$eq`, the usable statuses as `$in`), sorted by `created_at` and limited to one, over the
+    repository's own indexes in either creation order: one search of `by_content` on its four
+    equalities, read in its order (no temporary B-tree); the `$in`, which no index serves on
+    this server, only narrows what the search found. A check asks this once per file. (The
+    index is led by the content, not the entity: it ties with no list branch's index, so the
+    facet test above holds with it.)"""
+    from mediasvc.repository import content_query
+
+    query = content_query({"entity_type": eq("user"), "entity_id": eq("u1")}, "a" * 64, 1234)
+    for indexes in (_repository_indexes(), _repository_indexes()[::-1]):
+        with twin("media", indexes) as repository:
+            plan = repository.find_plan(query, [("created_at", 1)], limit=1)
+            (used,) = searches(plan)
+            assert used == (
+                f"SEARCH media USING INDEX idx_media_{CONTENT_INDEX} "
+                "(<expr>=? AND <expr>=? AND <expr>=? AND <expr>=?)"
+            )
+            assert not any("B-TREE" in step for step in plan), plan
+
+
+async def test_the_server_plans_a_content_lookup_on_the_content_index(
+    db: AsyncDatabase[Doc],
+) -> None:
+    """The same, as the running server explains it over seeded records with every index of
+    the repository."""
+    from mediasvc.repository import content_query
+
+    documents = media_documents(500)
+    for number, doc in enumerate(documents):
+        doc.update(sha256=f"{number:064x}", file_size=1000)
+    collection = await fresh(db, documents, _repository_indexes())
+    wanted = documents[7]
+    entity = {"entity_type": eq(wanted["entity_type"]), "entity_id": eq(wanted["entity_id"])}
+    query = content_query(entity, wanted["sha256"], 1000)
+    assert uses(await find_plan(collection, query), f"idx_{collection.name}_{CONTENT_INDEX}")
+    found = await collection.find(query).sort("created_at", ASCENDING).limit(1).to_list()
+    assert [doc["_id"] for doc in found] == [wanted["_id"]]
+
+
+def test_idempotency_keys_are_reached_by_id_and_swept_by_their_expiry() -> None:
+    """Every statement the idempotency keys cost searches an index: `_id` (with the claim
+    only narrowing) for a claim, its renewal, its answer and its release; the expiry index
+    for the sweep's `$lt`, which translates (unlike `$in`) for a delete."""
+    from mediasvc.idempotency_records import COLLECTION, EXPIRY_INDEX, expired_before, held_by
+
+    mine = held_by("k1", "c1")
+    operations = [
+        lambda c: c.find_one({"_id": eq("k1")}),
+        lambda c: c.update_one(mine, {"$set": {"expires_at": 5}}),
+        lambda c: c.update_one({**mine, "state": eq("running")}, {"$set": {"expires_at": 5}}),
+        lambda c: c.delete_one(mine),
+        lambda c: c.delete_many(expired_before(5)),
+    ]
+    with twin(COLLECTION, [[(key, 1) for key in EXPIRY_INDEX]]) as keys:
+        for operation in operations:
+            run = keys.statements(operation, kinds=("SELECT", "DELETE", "UPDATE"))
+            data = [sql for sql in run if "sqlite_" not in sql and "pragma_" not in sql]
+            assert data, "the operation ran no statement"
+            for sql in data:
+                plan = keys.plan(sql)
+                assert searches(plan) and not any(s.startswith("SCAN") for s in plan), (sql, plan)
+        (sweep,) = [
+            sql for sql in keys.statements(operations[-1], kinds=("DELETE",)) if COLLECTION in sql
+        ]
+        assert uses(keys.plan(sweep), f"idx_{COLLECTION}_expires_at")
+
+
 def _repository_indexes() -> list[Keys]:
     from mediasvc.repository import MEDIA_INDEXES as REPOSITORY_INDEXES
 

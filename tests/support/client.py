@@ -12,19 +12,26 @@ API = "/api/v1/drf/media"
 
 
 def multipart_body(
-    fields: dict[str, str], files: list[tuple[str, str, bytes]], boundary: str = "testboundary42"
+    fields: dict[str, str],
+    files: list[tuple[str, str, bytes]],
+    boundary: str = "testboundary42",
+    *,
+    fields_first: bool = False,
 ) -> tuple[bytes, str]:
-    """A multipart/form-data body; files first, as the spec's browser example sends them."""
-    parts: list[bytes] = []
+    """A multipart/form-data body; files first, as the spec's browser example sends them
+    (or the fields first)."""
+    file_parts: list[bytes] = []
     for field, filename, content in files:
         header = (
             f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
             f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
         )
-        parts += [header.encode(), content, b"\r\n"]
+        file_parts += [header.encode(), content, b"\r\n"]
+    field_parts: list[bytes] = []
     for name, value in fields.items():
         header = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
-        parts += [header.encode(), value.encode(), b"\r\n"]
+        field_parts += [header.encode(), value.encode(), b"\r\n"]
+    parts = field_parts + file_parts if fields_first else file_parts + field_parts
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
@@ -87,8 +94,17 @@ class Client:
         filename: str,
         content: bytes,
         fields: dict[str, str] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        fields_first: bool = False,
     ) -> Response:
-        body, content_type = multipart_body(fields or {}, [("file", filename, content)])
+        body, content_type = multipart_body(
+            fields or {}, [("file", filename, content)], fields_first=fields_first
+        )
         return await self.request(
-            "POST", f"{API}/upload/", token=token, body=body, headers={"Content-Type": content_type}
+            "POST",
+            f"{API}/upload/",
+            token=token,
+            body=body,
+            headers={"Content-Type": content_type, **(headers or {})},
         )
