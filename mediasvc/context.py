@@ -14,6 +14,7 @@ from mediasvc.services.media import MediaService
 from mediasvc.services.presigned import PresignedUploads
 from mediasvc.services.sweeper import Sweeper
 from mediasvc.services.tus import TusUploads
+from mediasvc.services.webhooks import WebhookEndpoints
 from mediasvc.settings import Settings
 from mediasvc.storage import BlobStore
 
@@ -31,6 +32,7 @@ class AppContext:
     presigned: PresignedUploads
     sweeper: Sweeper
     tus: TusUploads
+    webhooks: WebhookEndpoints
     dispatcher: Dispatcher | None = None
     embedded_db: EmbeddedMongo | None = None  # when this process runs its own database
     requests: InFlight = field(default_factory=InFlight)
