@@ -254,6 +254,20 @@ async def test_retries_back_off_and_show_in_the_deliveries_list(
         await unregister(api, root, endpoint["id"])
 
 
+async def test_a_receivers_retry_after_is_honoured(
+    api: Client, root: Caller, receiver: Receiver, user: Caller, upload_media: Uploader
+) -> None:
+    hook = receiver.hook("later", ("status", 503, {"Retry-After": "1"}), 200)
+    endpoint = await register(api, root, hook, ["media.created"])
+    try:
+        await upload_media(user, "notes.txt", b"later\n", client=api)
+        delivery = await _settled_delivery(api, root, endpoint["id"])
+        first, second = (_ms(a["at"]) for a in delivery["attempts"])
+        assert second - first >= 1000  # not the 0.3 s of the backoff
+    finally:
+        await unregister(api, root, endpoint["id"])
+
+
 async def _settled_delivery(
     client: Client, admin: Caller, webhook_id: str, timeout: float = 20
 ) -> dict[str, Any]:

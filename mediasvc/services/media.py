@@ -182,7 +182,11 @@ class MediaService:
 
     async def _undo_create(self, media: MediaRecord) -> None:
         try:
-            await self.repository.delete(media.id)
+            deleted = await self.repository.delete(media.id)
+            if deleted is not None and set(media.outbox) - set(deleted.outbox):
+                # the relay took its media.created already: the receivers hear it is gone
+                data = self.present(deleted, self.events.base_url)
+                await self.events.removed(EventType.MEDIA_DELETED, deleted, data)
         except Exception:  # the database may be the thing that failed
             log.exception("could not remove the record of failed upload %s", media.id)
         await self.deletions.delete([media.storage_key])

@@ -48,6 +48,11 @@ class RemovalEvents:
             [_removed(event, removed.id, data, RemovalState.READY, now) for event in late]
         )
 
+    async def removed(self, kind: EventType, media: MediaRecord, data: Media) -> None:
+        """A removal already done (an upload undone after its media.created went out)."""
+        event = new_event(kind)
+        await self.store.add_ready([_removed(event, media.id, data, RemovalState.READY, event.at)])
+
     async def discard(self, ids: Sequence[str]) -> None:
         """The removal did not happen (someone else removed the media first)."""
         await self.store.forget(ids)

@@ -48,7 +48,7 @@ class Hook:
     """A receiving path: what it answers, in turn (the last answer repeats), and what came.
 
     An answer is a status code, or "hang" (never answer), "huge" (200 with a 64 MiB body),
-    ("redirect", url)."""
+    ("redirect", url), ("status", code, headers)."""
 
     name: str
     url: str
@@ -118,8 +118,13 @@ class _HookHandler(tornado.web.RequestHandler):
                 await asyncio.wait_for(stopped.wait(), HANG_SECONDS)
         elif answer == "huge":
             await self._huge(hook)
-        elif isinstance(answer, tuple):
+        elif isinstance(answer, tuple) and answer[0] == "redirect":
             self.redirect(answer[1], status=302)
+        elif isinstance(answer, tuple):  # ("status", code, headers)
+            self.set_status(answer[1])
+            for name, value in answer[2].items():
+                self.set_header(name, value)
+            self.finish("{}")
         else:
             self.set_status(int(answer))
             self.finish("{}")
