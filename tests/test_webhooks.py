@@ -58,6 +58,16 @@ def receiver() -> Iterator[Receiver]:
     running.stop()
 
 
+@pytest.fixture(autouse=True)
+def every_delivery_verifies(receiver: Receiver) -> Iterator[None]:
+    """Whatever a test checks, every request any hook of the shared receiver got carries a
+    signature the reference library accepts with that hook's secret."""
+    yield
+    for hook in receiver.hooks.values():
+        unverified = [r.webhook_id for r in hook.received if not r.verified]
+        assert not unverified, f"hook {hook.name}: not verified: {unverified}"
+
+
 @pytest.fixture(scope="module")
 async def hooked(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Service]:
     settings = service_settings(tmp_path_factory.mktemp("webhooks"), **FAST)

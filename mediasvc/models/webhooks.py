@@ -106,7 +106,7 @@ class DeliveryAttempt(Shape):
     error: str | None
 
 
-DeliveryState = Literal["pending", "sending", "succeeded", "failed"]
+DeliveryStatus = Literal["pending", "sending", "succeeded", "failed"]
 
 
 class Delivery(Shape):
@@ -115,7 +115,7 @@ class Delivery(Shape):
     id: UuidText
     event_id: Annotated[str, Meta(description="The `webhook-id` of every attempt")]
     event_type: EventType
-    state: DeliveryState
+    state: DeliveryStatus
     attempts: list[DeliveryAttempt]
     attempt_count: Annotated[Count, Meta(description="Attempts in all (the list keeps the last)")]
     next_attempt_at: Annotated[Timestamp | None, Meta(description="While pending or sending")]

@@ -21,6 +21,7 @@ from mediasvc.models.webhooks import (
 from mediasvc.models.webhooks import (
     DeliveryAttempt,
     DeliveryListParams,
+    DeliveryStatus,
     Webhook,
     WebhookCreate,
     WebhookUpdate,
@@ -248,17 +249,24 @@ def present_with_secret(endpoint: Endpoint, secret: str) -> WebhookWithSecret:
     return WebhookWithSecret(**fields, secret=secret)
 
 
+_SHOWN: dict[DeliveryState, DeliveryStatus] = {
+    DeliveryState.PENDING: "pending",
+    DeliveryState.SUCCEEDED: "succeeded",
+    DeliveryState.FAILED: "failed",
+}
+
+
 def present_delivery(delivery: Delivery, now: int) -> DeliveryModel:
     """A delivery as the API shows it; `sending` while an attempt holds its lease."""
-    state: str = delivery.state.value
     pending = delivery.state is DeliveryState.PENDING
+    state = _SHOWN[delivery.state]
     if pending and delivery.lease and delivery.next_attempt_at > now:
         state = "sending"
     return DeliveryModel(
         id=delivery.id,
         event_id=delivery.event_id,
         event_type=EventType(delivery.event_type),
-        state=state,  # type: ignore[arg-type]
+        state=state,
         attempts=[
             DeliveryAttempt(
                 at=iso(a["at"]),
