@@ -9,6 +9,7 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -25,7 +26,18 @@ from mediasvc.context import AppContext
 from mediasvc.cors import CorsPolicy
 from mediasvc.embedded_db import EmbeddedMongo, running_database_uri
 from mediasvc.errors import Unavailable
-from mediasvc.handlers import check, console, files, media, openapi, ops, presigned, tus, upload
+from mediasvc.handlers import (
+    check,
+    console,
+    files,
+    media,
+    openapi,
+    ops,
+    presigned,
+    tus,
+    upload,
+    webhooks,
+)
 from mediasvc.handlers.base import NotFoundHandler, log_request
 from mediasvc.http1 import EarlyAnswerLimits, make_server
 from mediasvc.idempotency_records import IdempotencyRepository
@@ -40,12 +52,18 @@ from mediasvc.services.media import MediaService
 from mediasvc.services.presigned import PresignedUploads
 from mediasvc.services.sweeper import Sweeper
 from mediasvc.services.tus import TusUploads
+from mediasvc.services.webhooks import WebhookEndpoints
 from mediasvc.settings import Settings
 from mediasvc.spool import claim_spool, release_spool
 from mediasvc.storage import BlobStore
 from mediasvc.storage.local import LocalBlobStore, UrlSigner
 from mediasvc.storage.s3 import S3BlobStore
 from mediasvc.tus_records import TusRepository
+from mediasvc.webhooks.client import WebhookClient
+from mediasvc.webhooks.relay import Relay
+from mediasvc.webhooks.removals import RemovalEvents
+from mediasvc.webhooks.sender import Sender
+from mediasvc.webhooks.store import WebhookStore
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +77,7 @@ def make_app(context: AppContext) -> tornado.web.Application:
         *presigned.routes_for(context.blobs),
         *tus.routes,  # before the media routes, whose {media_id} would match `tus`
         *check.routes,  # and `check`
+        *webhooks.routes,  # and `webhooks`
         *media.routes,
         *files.routes_for(context.blobs),
         *console.routes(),
@@ -144,6 +163,7 @@ async def start_service(settings: Settings) -> Service:
         )
         server.add_sockets(sockets)
         port = int(sockets[0].getsockname()[1])
+        _start_webhooks(context, stack, port)
         return Service(context, server, port, stack)
     except BaseException:
         await stack.aclose()
@@ -177,10 +197,13 @@ async def _build_context(
     stack.callback(executor.shutdown, wait=True)
     blobs = await make_blob_store(settings, url_secret, executor, stack)
     dispatcher = _start_dispatcher(settings, repository, blobs, executor, stack)
+    webhook_store = WebhookStore(client, settings.mongodb_database)
+    await webhook_store.ensure_indexes()
     media = MediaService(
         repository,
         blobs,
         settings,
+        RemovalEvents(webhook_store, settings),
         on_job_queued=dispatcher.wake if dispatcher else lambda: None,
     )
     presigned_uploads = PresignedUploads(media)
@@ -210,6 +233,7 @@ async def _build_context(
         sweeper=sweeper,
         tus=resumable,
         idempotency=idempotency,
+        webhooks=WebhookEndpoints(webhook_store, settings),
         dispatcher=dispatcher,
         embedded_db=embedded,
     )
@@ -227,6 +251,43 @@ async def _start_housekeeping(context: AppContext, stack: AsyncExitStack) -> Non
     if settings.sweep_interval > 0:
         sweeper = asyncio.create_task(context.sweeper.sweep_forever(), name="sweeper")
         stack.push_async_callback(_cancel, sweeper)
+
+
+def _start_webhooks(context: AppContext, stack: AsyncExitStack, port: int | None) -> None:
+    """The webhook relay, and the sender unless this process sends none; both stop before
+    the database client closes."""
+    settings = context.settings
+    store = context.webhooks.store
+    if not settings.public_url:  # the payload's URLs point at this process
+        context.media.events.base_url = own_base_url(settings, port)
+    wake: Callable[[], None] = lambda: None  # noqa: E731
+    if settings.webhook_send_enabled:
+        sender = Sender(store, WebhookClient(settings), settings)
+        sender.start()
+        stack.push_async_callback(
+            sender.stop, min(settings.shutdown_timeout, settings.webhook_timeout)
+        )
+        wake = context.webhooks.on_deliveries = sender.wake
+    media = context.media
+    relay = Relay(
+        context.repository,
+        store,
+        lambda record: media.present(record, media.events.base_url),
+        settings,
+        on_deliveries=wake,
+    )
+    relay.start()
+    stack.push_async_callback(relay.stop)
+
+
+def own_base_url(settings: Settings, port: int | None) -> str:
+    """This process's URL, for links in webhook payloads when no public_url is set."""
+    host = settings.host
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port or settings.port}"
 
 
 def _start_dispatcher(
@@ -305,6 +366,7 @@ async def run_worker(settings: Settings) -> None:
     try:
         context = await _build_context(settings.replace(processing_enabled=True), stack)
         await _start_housekeeping(context, stack)
+        _start_webhooks(context, stack, None)
         log.info("mediasvc worker running with %d worker processes", settings.workers)
         await _until_signalled()
         log.info("shutting down")

@@ -15,6 +15,7 @@ from mediasvc.services.media import MediaService
 from mediasvc.services.presigned import PresignedUploads
 from mediasvc.services.sweeper import Sweeper
 from mediasvc.services.tus import TusUploads
+from mediasvc.services.webhooks import WebhookEndpoints
 from mediasvc.settings import Settings
 from mediasvc.storage import BlobStore
 
@@ -33,6 +34,7 @@ class AppContext:
     sweeper: Sweeper
     tus: TusUploads
     idempotency: IdempotencyService
+    webhooks: WebhookEndpoints
     dispatcher: Dispatcher | None = None
     embedded_db: EmbeddedMongo | None = None  # when this process runs its own database
     requests: InFlight = field(default_factory=InFlight)

@@ -40,6 +40,7 @@ TAGS = {
     "media": "Media records",
     "uploads": "Direct, batch and presigned uploads",
     "tus": "Resumable uploads (tus 1.0.0, every extension)",
+    "webhooks": "Webhook endpoints and their deliveries (admins only; Standard Webhooks)",
     "files": "Files of the local blob store",
     "operations": "Health, readiness, metrics and this document",
 }

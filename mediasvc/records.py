@@ -151,6 +151,9 @@ class MediaRecord:
     upload_expires_at: int | None = None
     upload_rejected: bool = False
     upload_offset: int | None = None  # bytes received so far, for resumable (tus) uploads
+    # Events of this media not yet turned into deliveries (mediasvc/webhooks/events.py): set
+    # by the write that causes them, removed by the relay; never part of a change.
+    outbox: list[str] = field(default_factory=list)
 
     @classmethod
     def new(
@@ -219,6 +222,10 @@ class MediaRecord:
         doc["status"] = str(self.status)
         if doc["primary_slot"] is None:
             del doc["primary_slot"]  # the unique index is sparse: absent, not null
+        if self.outbox:  # what the relay finds it by: the oldest event's time
+            doc["outbox_at"] = min(int(entry.split(":", 1)[0]) for entry in self.outbox)
+        else:
+            del doc["outbox"]
         doc.update(derived_fields(self))
         return doc
 
@@ -234,6 +241,7 @@ class MediaRecord:
 
 
 _MEDIA_FIELDS = frozenset(f.name for f in dataclasses.fields(MediaRecord)) - {"id"}
+_CHANGEABLE = _MEDIA_FIELDS - {"outbox"}  # events are pushed and pulled, never set
 # What the stored derived fields are made from (`entity_slot` never changes).
 DERIVED_SOURCES = ("display_order", "filename", "title", "description")
 
@@ -250,7 +258,7 @@ def derived_fields(media: MediaRecord) -> Doc:
 def stored_changes(changes: Mapping[str, Any]) -> Doc:
     """Changes to a record as a `$set` document: fields of the record only (never a derived
     one, which the repository keeps in step), enums as their values."""
-    unknown = set(changes) - _MEDIA_FIELDS
+    unknown = set(changes) - _CHANGEABLE
     if unknown:
         raise ValueError(f"not changeable fields of a media record: {sorted(unknown)}")
     return {

@@ -5,6 +5,8 @@ carries ``primary_slot = "<entity_type>:<entity_id>"`` and a unique index that o
 covers records having that field (sparse, so it is partial on any MongoDB-wire server).
 At most one queued or running job per media is enforced the same way (``active_slot``).
 File deletions that could not be done yet are kept in ``deletions`` until a sweep does them.
+Events a change causes are pushed onto the record's ``outbox`` by the write that makes the
+change; the webhook relay finds them through ``outbox_at`` and pulls them once relayed.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from mediasvc.records import (
     now_ms,
     stored_changes,
 )
+from mediasvc.webhooks.events import Event
 from mediasvc.write_groups import inserts_into, summed_changes
 
 SORT_FIELD = "sort_key"
@@ -73,6 +76,7 @@ MEDIA_INDEXES = {
     # The content leads: an index led by the entity would tie with by_entity_key_text for
     # the entity arms of list counts, and the one created last wins a tie (operations.md).
     "by_content": ("sha256", "file_size", "entity_type", "entity_id", "created_at"),
+    "outbox_order": ("outbox_at",),
 }
 # The media whose content counts as there: not a pending (no bytes yet) or failed one.
 HAS_CONTENT = (MediaStatus.PROCESSING.value, MediaStatus.READY.value)
@@ -107,6 +111,17 @@ def content_query(entity: Doc, sha256: str, size: int) -> Doc:
         "sha256": eq(sha256),
         "file_size": eq(size),
         "status": {"$in": list(HAS_CONTENT)},
+    }
+
+
+def _pushed(events: Sequence[Event]) -> Doc:
+    """The part of an update that puts `events` on a record's outbox: scalars pushed (the
+    embedded server stores pushed documents as JSON text), the oldest time kept by `$min`."""
+    if not events:
+        return {}
+    return {
+        "$push": {"outbox": {"$each": [event.encode() for event in events]}},
+        "$min": {"outbox_at": min(event.at for event in events)},
     }
 
 
@@ -191,9 +206,11 @@ class MediaRepository(ABC):
         unset: tuple[str, ...] = (),
         *,
         job_is: str | Any | None = ANY_JOB,
+        events: Sequence[Event] = (),
     ) -> MediaRecord | None:
         """Set (and unset) fields of one record; with `job_is`, only while its job summary is
-        that job's (or None: it has none). Returns the record after the change."""
+        that job's (or None: it has none); `events` go onto its outbox in the same write.
+        Returns the record after the change."""
 
     @abstractmethod
     async def delete(self, media_id: str) -> MediaRecord | None:
@@ -211,9 +228,23 @@ class MediaRepository(ABC):
 
     @abstractmethod
     async def transition(
-        self, media_id: str, from_status: MediaStatus, changes: Mapping[str, Any]
+        self,
+        media_id: str,
+        from_status: MediaStatus,
+        changes: Mapping[str, Any],
+        events: Sequence[Event] = (),
     ) -> MediaRecord | None:
-        """Set fields only if the media still has `from_status` (one caller wins a race)."""
+        """Set fields only if the media still has `from_status` (one caller wins a race);
+        `events` go onto its outbox in the same write."""
+
+    @abstractmethod
+    async def with_events(self, limit: int) -> list[MediaRecord]:
+        """Records whose outbox holds events, oldest event first."""
+
+    @abstractmethod
+    async def remove_events(self, relayed: Mapping[str, Sequence[str]]) -> None:
+        """Take these outbox entries (by media id) off their records; entries pushed since
+        they were read stay."""
 
     @abstractmethod
     async def expired_pending(self, before: int, limit: int) -> list[MediaRecord]:
@@ -581,8 +612,9 @@ class MongoMediaRepository(MediaRepository):
         unset: tuple[str, ...] = (),
         *,
         job_is: str | Any | None = ANY_JOB,
+        events: Sequence[Event] = (),
     ) -> MediaRecord | None:
-        operation: Doc = {"$set": stored_changes(changes)}
+        operation: Doc = {"$set": stored_changes(changes), **_pushed(events)}
         if unset:
             operation["$unset"] = {name: "" for name in unset}
         where: Doc = {"_id": eq(media_id)}
@@ -649,14 +681,40 @@ class MongoMediaRepository(MediaRepository):
             )
 
     async def transition(
-        self, media_id: str, from_status: MediaStatus, changes: Mapping[str, Any]
+        self,
+        media_id: str,
+        from_status: MediaStatus,
+        changes: Mapping[str, Any],
+        events: Sequence[Event] = (),
     ) -> MediaRecord | None:
         with database_errors():
             result = await self._media.update_one(
                 {"_id": eq(media_id), "status": eq(from_status.value)},
-                {"$set": stored_changes(changes)},
+                {"$set": stored_changes(changes), **_pushed(events)},
             )
         return await self.get(media_id) if result.matched_count else None
+
+    async def with_events(self, limit: int) -> list[MediaRecord]:
+        with database_errors():
+            cursor = self._media.find({"outbox_at": {"$gte": 0}}).sort("outbox_at", ASCENDING)
+            docs = await cursor.limit(limit).to_list()
+        return [MediaRecord.from_doc(doc) for doc in docs]
+
+    async def remove_events(self, relayed: Mapping[str, Sequence[str]]) -> None:
+        """Per record, `$pullAll` of exactly the entries relayed, then the outbox and its
+        time are unset only if nothing is left: an event pushed meanwhile keeps both."""
+        steps = []
+        for media_id, entries in relayed.items():
+            steps.append(UpdateOne({"_id": eq(media_id)}, {"$pullAll": {"outbox": list(entries)}}))
+            steps.append(
+                UpdateOne(
+                    {"_id": eq(media_id), "outbox": {"$size": 0}},
+                    {"$unset": {"outbox": "", "outbox_at": ""}},
+                )
+            )
+        if steps:
+            with database_errors():
+                await self._media.bulk_write(steps, ordered=True)
 
     async def expired_pending(self, before: int, limit: int) -> list[MediaRecord]:
         with database_errors():

@@ -250,7 +250,7 @@ class Settings:
     )
     # -- presigned uploads
     presigned_upload_ttl: int = setting(
-        3600, "Seconds a presigned upload URL stays valid.", "uploads", minimum=60
+        3600, "Seconds a presigned upload URL stays valid.", "uploads", minimum=1
     )
     pending_upload_grace: int = setting(
         300,
@@ -654,6 +654,105 @@ class Settings:
         minimum=0,
     )
 
+    # -- webhooks
+    webhook_allow_private: bool = setting(
+        False,
+        "Let webhook endpoints be loopback, private, link-local or other non-public addresses "
+        "(checked on the address connected to, after DNS, and for IP literals at creation). "
+        "Off: only public addresses.",
+        "webhooks",
+    )
+    webhook_send_enabled: bool = setting(
+        True,
+        "Send webhook deliveries from this process (off: it still records events and turns "
+        "them into deliveries, which processes with this on send; e.g. only nodes in a subnet "
+        "that reaches nothing internal).",
+        "webhooks",
+    )
+    webhook_timeout: float = setting(
+        15.0,
+        "Seconds one delivery attempt may take in all (DNS, connect, TLS, request, answer).",
+        "webhooks",
+        minimum=0.1,
+        maximum=300,
+    )
+    webhook_max_response_bytes: int = setting(
+        64 * 1024,
+        "Most bytes of a receiver's answer body read; the rest is not read (the status counts).",
+        "webhooks",
+        kind="size",
+        minimum=0,
+    )
+    webhook_concurrency: int = setting(
+        8, "Deliveries one process sends at once.", "webhooks", minimum=1, maximum=1024
+    )
+    webhook_lease: float = setting(
+        60.0,
+        "Seconds a claimed delivery stays with the process sending it; one whose process died "
+        "is claimed again after this. Above webhook_timeout.",
+        "webhooks",
+        minimum=1,
+    )
+    webhook_retry_base: float = setting(
+        5.0,
+        "Seconds before the first retry of a failed delivery; each retry waits about twice as "
+        "long as the one before (with jitter), up to webhook_retry_max_interval.",
+        "webhooks",
+        minimum=0.01,
+    )
+    webhook_retry_max_interval: float = setting(
+        3600.0,
+        "Longest wait between two attempts of a delivery (a receiver's Retry-After included).",
+        "webhooks",
+        minimum=0.01,
+    )
+    webhook_retry_window: float = setting(
+        86400.0,
+        "Seconds a delivery is retried after it was made (or redelivered); then it is failed.",
+        "webhooks",
+        minimum=0,
+    )
+    webhook_disable_after: float = setting(
+        5 * 86400.0,
+        "Seconds an endpoint's deliveries may fail with no success before the endpoint is "
+        "disabled (a receiver's 410 Gone disables it at once).",
+        "webhooks",
+        minimum=0,
+    )
+    webhook_secret_grace: float = setting(
+        86400.0,
+        "Seconds the previous secret of an endpoint keeps signing beside the new one after "
+        "a rotation (webhook-signature then carries both).",
+        "webhooks",
+        minimum=0,
+    )
+    webhook_poll_interval: float = setting(
+        1.0,
+        "Seconds between looks for new events and due deliveries when idle.",
+        "webhooks",
+        minimum=0.01,
+    )
+    webhook_event_grace: float = setting(
+        60.0,
+        "Seconds after which a deletion's event whose deletion was never confirmed (its "
+        "process died) is checked: delivered if the media is gone, dropped if it is not.",
+        "webhooks",
+        minimum=0,
+    )
+    webhook_max_endpoints: int = setting(
+        100, "Most webhook endpoints that can be registered.", "webhooks", minimum=1
+    )
+    webhook_max_url_length: int = setting(
+        2048, "Longest webhook endpoint URL, in characters.", "webhooks", minimum=16
+    )
+    webhook_attempts_kept: int = setting(
+        20,
+        "Attempts of one delivery kept in its history (the latest ones).",
+        "webhooks",
+        minimum=1,
+        maximum=1000,
+    )
+
     # ---- derived values
 
     @functools.cached_property
@@ -863,6 +962,8 @@ def _check_consistency(settings: Settings) -> None:
         raise SettingsError("setting jwt_secret: use at least 32 characters")
     if "none" in (a.lower() for a in settings.jwt_algorithms):
         raise SettingsError("setting jwt_algorithms: 'none' is never accepted")
+    if settings.webhook_lease <= settings.webhook_timeout:
+        raise SettingsError("setting webhook_lease: must be above webhook_timeout")
     _check_cors_origins(settings.cors_origins)
 
 

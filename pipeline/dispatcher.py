@@ -2,7 +2,8 @@
 
 One runs in every server process (and in `mediasvc worker`). It holds at most
 `max_queued_jobs` jobs, keeps their leases alive while they run, and writes results on the
-media: derived files as `variants`, facts such as width and height, and its `status`.
+media: derived files as `variants`, facts such as width and height, and its `status`, with
+the event of that status (media.ready, media.failed) in the same update.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mediasvc.services.deletions import FileDeletions
 from mediasvc.settings import Settings
 from mediasvc.spool import owner_tag
 from mediasvc.storage import BlobStore
+from mediasvc.webhooks.events import EventType, new_event
 
 log = logging.getLogger(__name__)
 MEDIA_FACTS = (
@@ -285,7 +287,8 @@ class Dispatcher:
             "error": None,
             "job": settled.summary(),
         }
-        updated = await self.repository.update(media.id, finished, job_is=job.id)
+        ready = [new_event(EventType.MEDIA_READY)]
+        updated = await self.repository.update(media.id, finished, job_is=job.id, events=ready)
         if updated is None:
             updated = await self.repository.update(media.id, changes)
         if updated is None:
@@ -354,7 +357,8 @@ class Dispatcher:
             "error": reason,
             "job": settled.summary(),
         }
-        if await self.repository.update(media.id, failed) is None:
+        events = [new_event(EventType.MEDIA_FAILED)]
+        if await self.repository.update(media.id, failed, events=events) is None:
             await self.blobs.delete([v["key"] for v in stored])  # deleted while we worked
             return
         if stored:

@@ -4,8 +4,9 @@
 the document the running service serves, without a warning; the test imports the package
 and drives every operation it generated through it, as a user of the SDK would: direct,
 batch and presigned upload (with its PUT), an upload retried with an Idempotency-Key and one
-with dedupe, the check of which contents an entity has, list with filters, read, PATCH, bulk update,
-process, set_primary, download and the file behind it, bulk delete, delete, and the
+with dedupe, the check of which contents an entity has, list with filters, read, PATCH, bulk
+update, process, set_primary, download and the file behind it, bulk delete, delete, the
+webhook admin API (register, list, read, change, rotate, deliveries, redeliver, remove), and the
 operations endpoints. The generator runs once for the module (a few seconds).
 """
 
@@ -332,16 +333,71 @@ async def _tus(gen: Generated, sdk: Any, anyone: Any, user: Caller) -> None:
     assert ended.status_code == 204
 
 
+async def _webhooks(gen: Generated, root: Any, sdk: Any, user: Caller) -> None:
+    """An endpoint's life (this service sends nothing: its deliveries stay pending)."""
+    event = gen.model("WebhookCreateEventsItem")
+    body = gen.model("WebhookCreate")(
+        url="https://hooks.example.com/media", events=[event("media.created")], description="SDK"
+    )
+    created = await gen.operation("webhooks.create_webhook").asyncio_detailed(
+        client=root, body=body
+    )
+    assert created.status_code == 201, created.content
+    endpoint = created.parsed
+    assert endpoint.secret.startswith("whsec_") and created.headers["Location"].endswith(
+        f"/webhooks/{endpoint.id}/"
+    )
+    listed = await gen.operation("webhooks.list_webhooks").asyncio(client=root)
+    assert endpoint.id in [w.id for w in listed.results]
+    read = await gen.operation("webhooks.get_webhook").asyncio(endpoint.id, client=root)
+    assert read.description == "SDK"
+    change = gen.model("WebhookUpdate")(description="Changed")
+    changed = await gen.operation("webhooks.update_webhook").asyncio(
+        endpoint.id, client=root, body=change
+    )
+    assert changed.description == "Changed"
+    rotated = await gen.operation("webhooks.rotate_webhook_secret").asyncio(
+        endpoint.id, client=root
+    )
+    assert rotated.secret != endpoint.secret
+
+    form = gen.model("UploadForm")(
+        file=_file("hook.txt", b"hooked\n", "text/plain"),
+        entity_type="user", entity_id=uuid.UUID(user.sub),
+    )  # fmt: skip
+    assert (
+        await gen.operation("uploads.upload_media").asyncio_detailed(client=sdk, body=form)
+    ).status_code == 201
+    list_deliveries = gen.operation("webhooks.list_webhook_deliveries")
+    deadline = time.monotonic() + 20
+    while not (page := await list_deliveries.asyncio(endpoint.id, client=root, limit=10)).results:
+        assert time.monotonic() < deadline, "no delivery was made"
+        await asyncio.sleep(0.1)
+    delivery = page.results[0]
+    assert delivery.event_type.value == "media.created" and delivery.state.value == "pending"
+    again = await gen.operation("webhooks.redeliver_webhook_delivery").asyncio_detailed(
+        endpoint.id, delivery.id, client=root
+    )
+    assert again.status_code == 202 and again.parsed.event_id == delivery.event_id
+    gone = await gen.operation("webhooks.delete_webhook").asyncio_detailed(endpoint.id, client=root)
+    assert gone.status_code == 204
+
+
 async def test_every_generated_operation_works(
-    generated: Generated, user: Caller, samples: dict[str, bytes]
+    generated: Generated, user: Caller, admin: Caller, samples: dict[str, bytes]
 ) -> None:
-    async with generated.client(user.token) as sdk, generated.client() as anyone:
+    async with (
+        generated.client(user.token) as sdk,
+        generated.client(admin.token) as root,
+        generated.client() as anyone,
+    ):
         media = await _upload_all_ways(generated, sdk, user, samples)
         await _keyed_and_deduplicated(generated, sdk, user, media[0], samples)
         await _read_and_change(generated, sdk, user, media)
         await _process(generated, sdk, media[0])
         await _download(generated, sdk, anyone, media[0], samples["jpg"])
         await _delete(generated, sdk, media)
+        await _webhooks(generated, root, sdk, user)
         await _operations_endpoints(generated, anyone)
         await _tus(generated, sdk, anyone, user)
     assert generated.called == generated.operations()  # nothing generated was left out

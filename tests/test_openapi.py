@@ -172,13 +172,16 @@ def _excerpt(output: str, limit: int = 30_000) -> str:
 
 
 async def _remove_what_the_run_made(service: Service, sub: str) -> None:
-    """Delete the media the run created and let their jobs settle, for the tests after us."""
+    """Delete the media and webhook endpoints the run created and let the jobs settle, for
+    the tests after us."""
     context = service.context
     principal = Principal(sub, roles=frozenset({"admin"}))
     uploads = context.media.parse_list_query(Principal(sub), ListParams(limit=100))
     while made := (await context.media.list_media(uploads)).items:
         for media in made:
             await context.media.delete(principal, media.id)
+    for endpoint in await context.webhooks.list_all(principal):  # and the endpoints it made
+        await context.webhooks.delete(principal, endpoint.id)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         active: dict[str, Any] = await context.repository.count_jobs(("queued", "running"))

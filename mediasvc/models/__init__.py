@@ -1,5 +1,5 @@
 """Every body the API reads or writes, declared once as msgspec Structs (one module per
-concern: base, media, uploads, ops).
+concern: base, media, uploads, ops, webhooks).
 
 Decoding validates a request against its model (mediasvc/wire.py), encoding shapes an answer
 from its model, and the OpenAPI document is generated from the same models (mediasvc/openapi.py).

@@ -17,6 +17,7 @@ from mediasvc.records import Doc, MediaRecord, MediaStatus, now_ms
 from mediasvc.services.media import MediaService
 from mediasvc.sniffing import read_sniff_head
 from mediasvc.upload import sniff
+from mediasvc.webhooks.events import Event, EventType, created_events, new_event
 
 
 async def content_problem(
@@ -48,15 +49,18 @@ async def reject(media: MediaService, record: MediaRecord, reason: str) -> None:
         "upload_rejected": True,
         "updated_at": now_ms(),
     }
-    await media.repository.transition(record.id, MediaStatus.PENDING, changes)
+    failed = [new_event(EventType.MEDIA_FAILED)]
+    await media.repository.transition(record.id, MediaStatus.PENDING, changes, failed)
 
 
 async def accept(media: MediaService, record: MediaRecord, changes: Doc) -> MediaRecord:
     """Move a pending media on to processing with its first job (or straight to ready);
-    `changes` are stored with the move. The loser of a race gets what the winner made."""
+    `changes` are stored with the move, and so are its events (media.created, and
+    media.ready if it needs no processing). The loser of a race gets what the winner made."""
     operations = media.operations_for(record)
     now = now_ms()
     job = new_job(record.id, operations, now, lane=job_lane(record)) if operations else None
+    events = created_events(job is None, now)
     moved = await media.repository.transition(
         record.id,
         MediaStatus.PENDING,
@@ -66,6 +70,7 @@ async def accept(media: MediaService, record: MediaRecord, changes: Doc) -> Medi
             "job": job.summary() if job else None,
             "updated_at": now,
         },
+        events,
     )
     if moved is None:
         return await media.get_visible_by_id(record.id)
@@ -73,8 +78,14 @@ async def accept(media: MediaService, record: MediaRecord, changes: Doc) -> Medi
         try:
             await media.repository.insert_job(job)
         except BaseException:
-            pending = {"status": MediaStatus.PENDING, "job": None}
-            await asyncio.shield(media.repository.update(record.id, pending))
+            await asyncio.shield(_back_to_pending(media, record.id, events))
             raise
         media.on_job_queued()
     return moved
+
+
+async def _back_to_pending(media: MediaService, media_id: str, events: list[Event]) -> None:
+    """Undo a move whose job could not be queued: pending again, and its events taken back
+    (those the relay has not taken yet)."""
+    await media.repository.update(media_id, {"status": MediaStatus.PENDING, "job": None})
+    await media.repository.remove_events({media_id: [event.encode() for event in events]})

@@ -48,6 +48,8 @@ from mediasvc.services.presenter import present_media
 from mediasvc.settings import Settings
 from mediasvc.storage import BlobStore
 from mediasvc.upload import ReceivedFile
+from mediasvc.webhooks.events import EventType, created_events
+from mediasvc.webhooks.removals import RemovalEvents
 from mediasvc.wire import canonical_uuid, decode_fields
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,14 @@ class MediaService:
         repository: MediaRepository,
         blobs: BlobStore,
         settings: Settings,
+        events: RemovalEvents,
         clock: Callable[[], int] = now_ms,
         on_job_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self.repository = repository
         self.blobs = blobs
         self.settings = settings
+        self.events = events
         self.clock = clock
         self.on_job_queued = on_job_queued
         self.deletions = FileDeletions(repository, blobs, clock)
@@ -182,7 +186,10 @@ class MediaService:
 
     async def _record(self, media: MediaRecord, operations: list[str]) -> None:
         # The file is stored first, so a record never points at nothing; if recording
-        # fails, the file is removed again and the client sees the error.
+        # fails, the file is removed again and the client sees the error. The record
+        # carries its events (media.created, and media.ready if it needs no processing).
+        ready = media.status is MediaStatus.READY
+        media.outbox = [event.encode() for event in created_events(ready, self.clock())]
         job = (
             new_job(media.id, operations, media.created_at, lane=job_lane(media))
             if operations
@@ -200,7 +207,11 @@ class MediaService:
 
     async def _undo_create(self, media: MediaRecord) -> None:
         try:
-            await self.repository.delete(media.id)
+            deleted = await self.repository.delete(media.id)
+            if deleted is not None and set(media.outbox) - set(deleted.outbox):
+                # the relay took its media.created already: the receivers hear it is gone
+                data = self.present(deleted, self.events.base_url)
+                await self.events.removed(EventType.MEDIA_DELETED, deleted, data)
         except Exception:  # the database may be the thing that failed
             log.exception("could not remove the record of failed upload %s", media.id)
         await self.deletions.delete([media.storage_key])
@@ -329,7 +340,7 @@ class MediaService:
         await self._delete(media)
 
     async def _delete(self, media: MediaRecord) -> None:
-        deleted = await self.repository.delete(media.id)
+        deleted = await self.remove(media, EventType.MEDIA_DELETED)
         if deleted is None:
             raise NotFound("Media not found")
         # A presigned URL still valid can put the original back: delete it again after that.
@@ -337,6 +348,19 @@ class MediaService:
         url_dead = (deleted.upload_expires_at or 0) + grace
         not_before = url_dead if url_dead > self.clock() else 0
         await self.deletions.delete(deleted.stored_keys(), deleted.id, not_before)
+
+    async def remove(self, media: MediaRecord, kind: EventType) -> MediaRecord | None:
+        """Delete a record with its event (media.deleted, upload.expired): the event is
+        written before, with the media as the API shows it, and confirmed after; the record
+        deleted, or None if it was gone already."""
+        data = self.present(media, self.events.base_url)
+        ids = await self.events.announce(kind, media, data)
+        deleted = await self.repository.delete(media.id)
+        if deleted is None:
+            await self.events.discard(ids)
+            return None
+        await self.events.confirm(ids, deleted, data)
+        return deleted
 
     # ---- processing
 

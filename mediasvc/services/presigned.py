@@ -21,6 +21,7 @@ from mediasvc.records import MediaRecord, MediaStatus, now_ms
 from mediasvc.services.arrival import accept, content_problem, reject
 from mediasvc.services.media import MediaService
 from mediasvc.upload import size_error
+from mediasvc.webhooks.events import EventType
 
 log = logging.getLogger(__name__)
 SWEEP_BATCH = 100
@@ -102,7 +103,7 @@ class PresignedUploads:
         while True:
             expired = await self.repository.expired_pending(cutoff, SWEEP_BATCH)
             for media in expired:
-                if await self.repository.delete(media.id) is not None:
+                if await self.media.remove(media, EventType.UPLOAD_EXPIRED) is not None:
                     await self.media.deletions.delete([media.storage_key])
                     removed += 1
             if len(expired) < SWEEP_BATCH:

@@ -52,6 +52,7 @@ from mediasvc.tus_parts import (
 from mediasvc.tus_protocol import Checksum, Concat, Gone, Locked
 from mediasvc.tus_records import PartMode, TusKind, TusRepository, TusState, TusUpload
 from mediasvc.upload import size_error
+from mediasvc.webhooks.events import EventType
 from mediasvc.wire import canonical_uuid, decode_fields, form_bool
 
 log = logging.getLogger(__name__)
@@ -469,14 +470,18 @@ class TusUploads:
         finally:
             await lease.release()
 
-    async def _discard(self, upload: TusUpload) -> None:
-        """Remove an upload: its S3 parts, its files, its pending media, then its record."""
+    async def _discard(self, upload: TusUpload, *, expired: bool = False) -> None:
+        """Remove an upload: its S3 parts, its files, its pending media (an expired one with
+        its upload.expired event), then its record."""
         if upload.state is TusState.RECEIVING and upload.kind is not TusKind.PARTIAL:
             media = await self.media.repository.get(upload.id)
             if upload.multipart_id and media is not None:
                 await self.blobs.abort_parts(media.storage_key, upload.multipart_id)
             if media is not None and media.status is MediaStatus.PENDING:
-                await self.media.repository.delete(upload.id)
+                if expired:
+                    await self.media.remove(media, EventType.UPLOAD_EXPIRED)
+                else:
+                    await self.media.repository.delete(upload.id)
         await self._remove_files(upload)
         await self.repository.delete(upload.id)
         self._hashes.pop(upload.id, None)
@@ -494,7 +499,7 @@ class TusUploads:
                 except Locked:
                     continue  # a request holds it; the next sweep will see it
                 try:
-                    await self._discard(upload)
+                    await self._discard(upload, expired=True)
                     removed += 1
                 finally:
                     await lease.release()

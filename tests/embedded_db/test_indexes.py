@@ -5,6 +5,8 @@ of mediasvc's own list shapes searches. How these tests read plans: tests/embedd
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
@@ -376,3 +378,56 @@ def test_an_unfiltered_caller_is_counted_from_totals_and_one_index_served_or() -
     with twin("media", _repository_indexes()) as repository:
         arms = searches(repository.count_plan(where))
         assert len(arms) == len(where["$or"]) == 4  # the entity, three ranges of uploads
+
+
+def test_the_webhook_queries_search_their_indexes() -> None:
+    """The relay's, the sender's and the delivery list's own queries over their collections'
+    own indexes: media with events by `outbox_at` (a range and its sort), the oldest due
+    delivery claimed by (state, next_attempt_at), an endpoint's deliveries newest first by
+    (endpoint_id, list_key) read backwards, removal events by (state, due_at). None sorts
+    in a temporary B-tree."""
+    from pymongo import ReturnDocument
+
+    claim_sort = [("next_attempt_at", ASCENDING)]
+    shapes: list[tuple[str, list[Keys], Any, str]] = [
+        (
+            "media",
+            _repository_indexes(),
+            lambda c: list(c.find({"outbox_at": {"$gte": 0}}).sort("outbox_at", 1).limit(100)),
+            "idx_media_outbox_at",
+        ),
+        (
+            "webhook_deliveries",
+            [[("state", 1), ("next_attempt_at", 1)], [("endpoint_id", 1), ("list_key", 1)]],
+            lambda c: c.find_one_and_update(
+                {"state": eq("pending"), "next_attempt_at": {"$lte": 10**13}},
+                {"$set": {"lease": "x"}},
+                sort=claim_sort,
+                return_document=ReturnDocument.AFTER,
+            ),
+            "idx_webhook_deliveries_state_next_attempt_at",
+        ),
+        (
+            "webhook_deliveries",
+            [[("state", 1), ("next_attempt_at", 1)], [("endpoint_id", 1), ("list_key", 1)]],
+            lambda c: list(
+                c.find({"endpoint_id": eq("w1"), "list_key": {"$lt": "9"}})
+                .sort("list_key", DESCENDING)
+                .limit(21)
+            ),
+            "idx_webhook_deliveries_endpoint_id_list_key",
+        ),
+        (
+            "webhook_events",
+            [[("state", 1), ("due_at", 1)]],
+            lambda c: list(
+                c.find({"state": eq("ready"), "due_at": {"$lte": 10**13}}).sort("due_at", 1)
+            ),
+            "idx_webhook_events_state_due_at",
+        ),
+    ]
+    for name, indexes, operation, index in shapes:
+        with twin(name, indexes) as copy:
+            plan = copy.plan_of(operation)
+            assert uses(plan, index), (index, plan)
+            assert not any("TEMP B-TREE" in step for step in plan), plan

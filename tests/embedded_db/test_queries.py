@@ -423,3 +423,96 @@ async def test_a_group_by_a_document_of_fields_groups_everything_under_its_liter
     groups = await (await seeded.media.aggregate(pipeline)).to_list()
     assert groups == [{"_id": {"t": "$entity_type"}, "n": SEEDED}]  # MongoDB: user, service
     assert sorted(await seeded.media.distinct("entity_type")) == ["service", "user"]
+
+
+# ---- arrays that change: the webhook outbox
+
+
+async def test_pushed_documents_are_stored_as_json_text(db: AsyncDatabase[Doc]) -> None:
+    """`$push` (alone or with `$each`, in update_one and findAndModify alike) stores a pushed
+    document as its JSON text, and turns the array's other documents into text too; `$pull`
+    by a field of such documents then matches every entry (MongoDB: only e1). An inserted or
+    `$set` array of documents stays documents, and scalars push and pull exactly. Shape
+    instead: the outbox holds scalar entries (`<at>:<type>:<id>`), pushed with `$each` and
+    pulled with `$pullAll` of exactly the entries relayed; arrays of documents (variants,
+    attempts) are only ever `$set` whole."""
+    collection = await fresh(db, [{"_id": "a", "outbox": [{"id": "e1"}]}], [])
+    await collection.update_one({"_id": "a"}, {"$push": {"outbox": {"id": "e2"}}})
+    stored = await collection.find_one({"_id": "a"})
+    assert stored is not None
+    assert stored["outbox"] == ['{"id":"e1"}', '{"id":"e2"}']  # MongoDB: two documents
+    await collection.update_one({"_id": "a"}, {"$pull": {"outbox": {"id": {"$in": ["e1"]}}}})
+    assert (await collection.find_one({"_id": "a"})) == {"_id": "a", "outbox": []}
+
+    await collection.update_one({"_id": "a"}, {"$set": {"outbox": [{"id": "e1"}, {"id": "e2"}]}})
+    assert (await collection.find_one({"_id": "a"}))["outbox"] == [{"id": "e1"}, {"id": "e2"}]  # type: ignore[index]
+    scalars = await fresh(db, [{"_id": "s", "outbox": ["1:x:e1"]}], [])
+    await scalars.find_one_and_update(
+        {"_id": "s"}, {"$push": {"outbox": {"$each": ["2:x:e2", "3:x:e3"]}}}
+    )
+    await scalars.update_one({"_id": "s"}, {"$pullAll": {"outbox": ["1:x:e1", "3:x:e3"]}})
+    assert await scalars.find_one({"_id": "s"}) == {"_id": "s", "outbox": ["2:x:e2"]}
+
+
+async def test_size_guards_an_update_and_an_index_on_the_first_element_does_not(
+    db: AsyncDatabase[Doc],
+) -> None:
+    """`{"outbox": {"$size": 0}}` matches an empty array only, in updates too: the guard of
+    the relay's unset. `{"outbox.0": {"$exists": false}}` (MongoDB's other way to say
+    "empty") matches a non-empty array here, and an array as an equality does not bind."""
+    collection = await fresh(db, [{"_id": "a", "outbox": ["x"]}, {"_id": "b", "outbox": []}], [])
+    unset = {"$unset": {"outbox": ""}}
+    assert (
+        await collection.update_one({"_id": "a", "outbox": {"$size": 0}}, unset)
+    ).matched_count == 0
+    assert (
+        await collection.update_one({"_id": "b", "outbox": {"$size": 0}}, unset)
+    ).matched_count == 1
+    first_missing = {"_id": "a", "outbox.0": {"$exists": False}}
+    assert (await collection.update_one(first_missing, {"$set": {"seen": 1}})).matched_count == 1
+
+
+async def test_the_outbox_keeps_an_event_pushed_between_the_relays_read_and_its_pull(
+    embedded: Embedded,
+) -> None:
+    """The repository's own writes: the relay reads a record's events, an event is pushed
+    meanwhile (a job finished), the relay removes what it read. The new event stays, and so
+    does the record's `outbox_at`, so the next pass finds it; once that is relayed too, both
+    go and the record is out of the relay's query."""
+    from mediasvc.records import MediaRecord, now_ms
+    from mediasvc.repository import MongoMediaRepository
+    from mediasvc.webhooks.events import EventType, new_event
+
+    repository = MongoMediaRepository(embedded.client, "outbox_shapes")
+    await repository.ensure_indexes()
+    media = MediaRecord.new(
+        entity=("user", "u1"), uploaded_by="u1", kind_media_type="image",
+        content_type="image/jpeg", extension="jpg", filename="a.jpg", now=now_ms(),
+    )  # fmt: skip
+    media.outbox = [new_event(EventType.MEDIA_CREATED).encode()]
+    await repository.insert(media)
+    [read] = await repository.with_events(10)
+    ready = new_event(EventType.MEDIA_READY)
+    await repository.update(media.id, {"updated_at": now_ms()}, events=[ready])
+    await repository.remove_events({media.id: read.outbox})
+    [left] = await repository.with_events(10)
+    assert left.outbox == [ready.encode()]
+    await repository.remove_events({media.id: left.outbox})
+    assert await repository.with_events(10) == []
+    raw = await embedded.client["outbox_shapes"]["media"].find_one({"_id": media.id})
+    assert raw is not None and "outbox" not in raw and "outbox_at" not in raw
+
+
+async def test_booleans_set_by_set_read_back_as_integers(db: AsyncDatabase[Doc]) -> None:
+    """An inserted `true` comes back `True`; one bound by `$set` (update_one and
+    findAndModify alike) comes back `1` (and `false` as `0`); `$eq: true` still matches
+    both, as SQLite's JSON true is 1. Shape instead: records read booleans through `bool()`
+    (`is_primary`, an endpoint's `enabled`)."""
+    collection = await fresh(db, [{"_id": 1, "inserted": True}], [])
+    await collection.update_one({"_id": 1}, {"$set": {"updated": True}})
+    await collection.find_one_and_update({"_id": 1}, {"$set": {"claimed": False}})
+    assert await collection.find_one({"_id": 1}) == {
+        "_id": 1, "inserted": True, "updated": 1, "claimed": 0,
+    }  # fmt: skip
+    for field in ("inserted", "updated"):
+        assert await ids(collection, {field: eq(True)}) == [1]

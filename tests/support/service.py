@@ -22,6 +22,9 @@ def service_settings(data_dir: Path, **changes: Any) -> Settings:
         "log_level": "warning",
         "dispatcher_poll_interval": 0.2,
         "shutdown_timeout": 2,
+        # Endpoints that tests (schemathesis among them) register with made-up hosts are never
+        # sent to: no test reaches beyond loopback. tests/test_webhooks.py turns this on.
+        "webhook_send_enabled": False,
     }
     return Settings(**{**defaults, **changes})
 
