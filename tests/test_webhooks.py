@@ -28,6 +28,9 @@ from tests.support.media import Uploader, settled
 from tests.support.process import BIN, Server
 from tests.support.service import service_settings
 from tests.support.tokens import Caller, make_token
+from tests.support.tus import create as tus_create
+from tests.support.tus import patch as tus_patch
+from tests.support.tus import path_of
 from tests.support.webhooks import Hook, Receiver, has, of_type
 
 WEBHOOKS = f"{API}/webhooks"
@@ -363,6 +366,40 @@ async def test_an_expired_presigned_upload_gives_upload_expired(
         assert expired.payload["data"]["filename"] == "late.png"
         missing = await api.request("GET", f"{API}/{media_id}/", token=user.token)
         assert missing.status == 404
+        assert not of_type(hook.received, media_id, "media.created")
+    finally:
+        await unregister(api, root, endpoint["id"])
+
+
+async def test_an_expired_resumable_upload_gives_upload_expired(
+    api: Client, hooked: Service, root: Caller, receiver: Receiver, user: Caller
+) -> None:
+    """tus_upload_ttl is a minute at least: the upload's expiry is moved into the past as
+    the clock would move it (tests/test_tus.py does the same), then the sweep finds it."""
+    hook = receiver.hook("tus-expired")
+    endpoint = await register(api, root, hook, ["upload.expired", "media.created"])
+    try:
+        created = await tus_create(api, user, "slow.txt", 1000)
+        assert created.status == 201, created.body
+        path = path_of(created.headers["Location"])
+        sent = await tus_patch(api, user.token, path, 0, b"x" * 400)
+        assert sent.status == 204, sent.body
+        media_id = path.rstrip("/").rsplit("/", 1)[-1]
+        past = int(time.time() * 1000) - 60_000
+        uploads = hooked.context.tus.repository
+        await uploads._uploads.update_one({"_id": media_id}, {"$set": {"expires_at": past}})
+        await hooked.context.repository.update(media_id, {"upload_expires_at": past})
+        [expired] = of_type(
+            await hook.until(has(media_id, "upload.expired"), timeout=15),
+            media_id,
+            "upload.expired",
+        )
+        assert expired.verified == hook.secrets
+        assert expired.payload["data"]["status"] == "pending"
+        assert expired.payload["data"]["filename"] == "slow.txt"
+        assert expired.payload["data"]["upload_offset"] == 400
+        gone = await api.request("GET", f"{API}/{media_id}/", token=user.token)
+        assert gone.status == 404
         assert not of_type(hook.received, media_id, "media.created")
     finally:
         await unregister(api, root, endpoint["id"])
