@@ -239,6 +239,12 @@ class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
         self.set_status(status)
         self.finish(encode(value))
 
+    def no_content(self) -> None:
+        """Answer 204: no body, so no Content-Type either."""
+        self.set_status(204)
+        self.clear_header("Content-Type")
+        self.finish()
+
 
 class NotFoundHandler(BaseHandler):
     """Unknown routes: a JSON 404."""

@@ -161,9 +161,7 @@ class MediaDetailHandler(BaseHandler):
 
     async def delete(self, media_id: str) -> None:
         await self.ctx.media.delete(self.authenticate(), media_id)
-        self.set_status(204)
-        self.clear_header("Content-Type")
-        self.finish()
+        self.no_content()
 
 
 class MediaDownloadHandler(BaseHandler):

@@ -117,9 +117,7 @@ class WebhookDetailHandler(BaseHandler):
 
     async def delete(self, webhook_id: str) -> None:
         await self.ctx.webhooks.delete(self.authenticate(), webhook_id)
-        self.set_status(204)
-        self.clear_header("Content-Type")
-        self.finish()
+        self.no_content()
 
 
 class RotateSecretHandler(BaseHandler):

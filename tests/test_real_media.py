@@ -5,6 +5,7 @@ loaders); a few go through the whole service too."""
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -92,6 +93,9 @@ def test_twelve_megapixel_photos_in_every_orientation(
             assert seen["metadata"] == [], (key, name)
         variants = {v.name: v for v in result.variants}
         assert (variants["optimized"].width, variants["optimized"].height) == upright
+        # The placeholder stands for the upright picture: ThumbHash's landscape flag.
+        placeholder = base64.b64decode(result.info["placeholder"]["thumbhash"])
+        assert bool(placeholder[4] & 0x80) is not portrait, key
 
 
 @pytest.mark.parametrize("name", ["small-orientation-6.webp", "small-orientation-8.jpg"])

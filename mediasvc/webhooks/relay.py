@@ -95,16 +95,20 @@ class Relay:
     async def _relay_media(self, media: list[MediaRecord], endpoints: list[Endpoint]) -> None:
         deliveries: list[Delivery] = []
         relayed: dict[str, list[str]] = {}
+        subscribed = {event_type for endpoint in endpoints for event_type in endpoint.events}
         for record in media:
-            data = self.present(record)
-            for entry in record.outbox:
-                event = Event.decode(entry)
-                if event is not None:  # an entry that is no event is dropped
-                    body = payload_body(event, data)
-                    deliveries += _deliveries(
-                        event.id, event.type, body, event.at, endpoints, self.settings
-                    )
             relayed[record.id] = record.outbox
+            # an entry that is no event is dropped, and so is one nobody subscribes to
+            events = [event for event in map(Event.decode, record.outbox) if event is not None]
+            events = [event for event in events if event.type in subscribed]
+            if not events:
+                continue  # nothing to present: most records, while no endpoint is registered
+            data = self.present(record)
+            for event in events:
+                body = payload_body(event, data)
+                deliveries += _deliveries(
+                    event.id, event.type, body, event.at, endpoints, self.settings
+                )
         await self._deliver(deliveries)
         await self.repository.remove_events(relayed)
 
