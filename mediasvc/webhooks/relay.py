@@ -11,6 +11,7 @@ it twice makes it once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -51,19 +52,24 @@ class Relay:
         self.settings = settings
         self.on_deliveries = on_deliveries
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
         """Relay in the background until `stop`."""
         self._task = asyncio.create_task(self._run(), name="webhook-relay")
 
     async def stop(self) -> None:
-        """Stop relaying (a pass cut off is done again by the next one, anywhere)."""
+        """Stop relaying: the pass under way ends first (within the shutdown timeout), since
+        a database call cancelled half-way can leave the driver's socket unclosed; a pass cut
+        off after that is done again by the next one, anywhere."""
+        self._stopping.set()
         if self._task is not None:
+            await asyncio.wait({self._task}, timeout=self.settings.shutdown_timeout)
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 busy = await self.relay_once()
             except MediaError as exc:
@@ -73,7 +79,10 @@ class Relay:
                 log.exception("could not relay webhook events")
                 busy = False
             if not busy:
-                await asyncio.sleep(self.settings.webhook_poll_interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._stopping.wait(), self.settings.webhook_poll_interval
+                    )
 
     async def relay_once(self) -> bool:
         """One pass; True if it found a full batch (there may be more right away)."""
