@@ -91,12 +91,9 @@ async def test_too_many_concurrent_uploads_is_429(
     assert (await client.upload(caller.token, "a.jpg", samples["jpg"], caller.entity)).status == 201
 
 
-async def test_database_down_is_a_quick_503(tmp_path: Path) -> None:
+async def test_database_down_is_a_quick_503_and_back_is_served(tmp_path: Path) -> None:
     port = free_loopback_port()
-    database = subprocess.Popen(
-        EmbeddedMongo(tmp_path / "db", in_memory=True, start_timeout=20).command(port),
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    database = _start_database(tmp_path, port)
     uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
     service = await start_service(_settings(tmp_path, mongodb_uri=uri))
     client = Client(f"http://127.0.0.1:{service.port}")
@@ -115,11 +112,27 @@ async def test_database_down_is_a_quick_503(tmp_path: Path) -> None:
         ready = await client.request("GET", "/readyz")
         assert ready.status == 503 and ready.json["checks"]["database"] != "ok"
         assert (await client.request("GET", "/healthz")).status == 200
+        # Back on the same address: served again without a restart of the service. (This
+        # also keeps the driver's monitor off a reconnect when the client closes: it leaks
+        # the socket of a connect cancelled by close, PYTHON-5867.)
+        database = _start_database(tmp_path, port)
+        deadline = time.monotonic() + 20
+        while (status := (await client.request("GET", "/readyz")).status) != 200:
+            assert time.monotonic() < deadline, status
+            await asyncio.sleep(0.2)
+        assert (await client.request("GET", f"{API}/", token=token)).status == 200
     finally:
         await service.stop()
         if database.poll() is None:
             database.kill()
             database.wait()
+
+
+def _start_database(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        EmbeddedMongo(folder / "db", in_memory=True, start_timeout=20).command(port),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 async def test_storage_gone_is_not_ready(tmp_path: Path) -> None:
