@@ -255,7 +255,7 @@ class TusCreateHandler(TusHandler):
                         Location=Header("The upload", Url, required=True),
                         **{"Upload-Offset": Header("Bytes taken", Count)},
                     ),
-                    **_errors(400, 401, 403, 404, 410, 412, 413, 423, 429, 503, 507),
+                    **_errors(400, 401, 403, 404, 410, 412, 413, 423, 429, 460, 503, 507),
                 },
                 body=Binary,
                 body_media=OFFSET_CONTENT_TYPE,
@@ -263,6 +263,12 @@ class TusCreateHandler(TusHandler):
                 params=(
                     _RESUMABLE,
                     Param("Upload-Length", "header", str, "The file's size in bytes"),
+                    Param(
+                        "Upload-Checksum",
+                        "header",
+                        str,
+                        "`sha1|sha256|md5 base64(digest)` of the bytes the body carries",
+                    ),
                     Param("Upload-Defer-Length", "header", str, "1: the size comes later"),
                     Param(
                         "Upload-Metadata",
@@ -300,11 +306,15 @@ class TusCreateHandler(TusHandler):
             )
         metadata = parse_metadata(headers.get("Upload-Metadata"))
         with_body = headers.get("Content-Type") == OFFSET_CONTENT_TYPE and self.has_body()
+        checksum = parse_checksum(headers.get("Upload-Checksum")) if with_body else None
         if with_body:
             await self.take_upload_slot()
-        created = await self.ctx.tus.create(principal, length, metadata, concat, with_body)
+        created = await self.ctx.tus.create(
+            principal, length, metadata, concat, with_body, checksum
+        )
         self.created, self.session = created.upload, created.session
-        self.set_header("Location", upload_location(self.base_url, created.upload.id))
+        # kept by an error answer too: after a 460 the upload exists, at offset 0
+        self.remember("Location", upload_location(self.base_url, created.upload.id))
         self.saw(created.upload)
 
     async def post(self) -> None:

@@ -194,6 +194,38 @@ async def test_creation_with_upload_takes_the_first_bytes(client: Client, user: 
     assert media["status"] == "ready" and media["file_size"] == 3000
 
 
+async def test_creation_with_upload_checks_the_first_bytes_against_their_checksum(
+    client: Client, user: Caller
+) -> None:
+    content = text(3000)
+    good = await create(
+        client, user, "notes.txt", len(content), body=content[:1000],
+        headers={"Upload-Checksum": checksum("sha256", content[:1000])},
+    )  # fmt: skip
+    assert good.status == 201 and good.headers["Upload-Offset"] == "1000", good.body
+    bad = await create(
+        client, user, "notes.txt", len(content), body=content[:1000],
+        headers={"Upload-Checksum": checksum("sha256", b"other")},
+    )  # fmt: skip
+    assert bad.status == 460, bad.body
+    assert bad.json == {"error": "The chunk does not match its Upload-Checksum"}
+    path = path_of(bad.headers["Location"])  # the upload stands, with none of those bytes
+    assert (await head(client, user.token, path)).headers["Upload-Offset"] == "0"
+    answer = await patch(client, user.token, path, 0, content)
+    assert answer.status == 204 and answer.headers["Upload-Offset"] == "3000"
+    media = await settled(client, user.token, media_id_of(path))
+    assert media["status"] == "ready"
+    assert (await client.request("GET", media["url"])).body == content
+    before = await client.request("GET", f"{API}/", token=user.token)
+    unknown = await create(
+        client, user, "notes.txt", len(content), body=content[:1000],
+        headers={"Upload-Checksum": "crc32 AAAA"},
+    )  # fmt: skip
+    assert unknown.status == 400 and "Location" not in unknown.headers
+    after = await client.request("GET", f"{API}/", token=user.token)
+    assert after.json["count"] == before.json["count"]  # refused before anything was made
+
+
 # ---- HEAD and PATCH
 
 

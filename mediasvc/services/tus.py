@@ -96,8 +96,11 @@ class TusUploads:
         metadata: dict[str, str],
         concat: Concat | None,
         with_body: bool,
+        checksum: Checksum | None = None,
     ) -> Created:
-        """A new upload (a media's, or a partial one); a final one is joined at once."""
+        """A new upload (a media's, or a partial one); a final one is joined at once. The
+        first bytes, if the body carries them, are checked against `checksum` like a PATCH's:
+        on a mismatch they are discarded and the upload stays, at offset 0."""
         if concat is not None and concat.final:
             if with_body:
                 raise Forbidden("A final upload cannot carry bytes")
@@ -120,7 +123,7 @@ class TusUploads:
             raise
         if lease is None:
             return Created(upload)
-        return Created(upload, await self._session(upload, lease, None, principal))
+        return Created(upload, await self._session(upload, lease, checksum, principal))
 
     def _new_partial(
         self, principal: Principal, length: int | None, metadata: dict[str, str], now: int
