@@ -80,7 +80,7 @@ def make_app(context: AppContext) -> tornado.web.Application:
         *webhooks.routes,  # and `webhooks`
         *media.routes,
         *files.routes_for(context.blobs),
-        *console.routes(),
+        *(console.routes() if context.settings.console_enabled else []),
     ]
     return tornado.web.Application(
         routes,

@@ -92,6 +92,12 @@ class Settings:
     io_threads: int = setting(
         8, "Threads for blocking file-system and storage calls.", "server", minimum=1, maximum=256
     )
+    console_enabled: bool = setting(
+        True,
+        "Serve the web console at /console/ (and lead / there). Off: those paths are 404 and "
+        "only the API, the file URLs and the operations routes are served.",
+        "server",
+    )
     # -- cors
     cors_origins: tuple[str, ...] = setting(
         (),

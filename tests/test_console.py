@@ -163,6 +163,22 @@ async def test_root_leads_to_the_console_page_with_its_policy(console: Console) 
     assert f"static/{version}/js/app.js" in html
 
 
+async def test_a_service_with_the_console_off_serves_the_api_only(tmp_path: Path) -> None:
+    service = await start_service(service_settings(tmp_path, console_enabled=False))
+    client = Client(f"http://127.0.0.1:{service.port}")
+    try:
+        version = ConsoleAssets.load().version
+        for path in ("/", "/console", "/console/", f"/console/static/{version}/js/app.js"):
+            answer = await client.request("GET", path)
+            assert answer.status == 404, path
+            assert answer.json == {"error": "Not found"}  # the service's own, for any path
+        token = make_token(str(uuid.uuid4()))
+        assert (await client.request("GET", f"{API}/", token=token)).status == 200
+        assert (await client.request("GET", "/healthz")).status == 200
+    finally:
+        await service.stop()
+
+
 async def test_files_are_immutable_under_their_version(console: Console) -> None:
     version = ConsoleAssets.load().version
     current = await console.client.request("GET", f"/console/static/{version}/js/app.js")
