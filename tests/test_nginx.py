@@ -1,6 +1,7 @@
 """nginx (Debian's) in front of the service with the operations guide's configuration:
-an over-limit image gets the service's 413 JSON every time, never nginx's 502, and the next
-request on the kept-alive client connection works."""
+an over-limit image gets the service's 413 JSON every time, never nginx's 502, the next
+request on the kept-alive client connection works, and tus PATCH bodies stream through (a
+PATCH cut off mid-body keeps what arrived)."""
 
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ import pytest
 import requests
 
 from mediasvc.app import Service, start_service
-from tests.support.client import API
+from tests.support.client import API, Client
 from tests.support.early import oversized_image
 from tests.support.service import service_settings
 from tests.support.tokens import Caller, make_token
+from tests.support.tus import create, head, patch, path_of, tus_headers
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 TRIES = 20
 CLIENT_TIMEOUT = 60
+MB = 1024 * 1024
 TOO_BIG = {"error": "File size exceeds maximum allowed size of 10.0MB for image files"}
 
 pytestmark = pytest.mark.skipif(
@@ -50,7 +53,7 @@ server {
     location / {
         proxy_pass http://mediasvc;
     }
-    location ~ ^(/api/v1/drf/media/(batch_)?upload/?|/uploads/) {
+    location ~ ^(/api/v1/drf/media/((batch_)?upload/?|tus/)|/uploads/) {
         proxy_pass http://mediasvc;
         proxy_request_buffering off;
         # nginx closes the connection after an answer that came before the whole body was
@@ -214,3 +217,49 @@ async def test_uploads_stream_through_nginx(nginx: str, samples: dict[str, bytes
     assert response.status_code == 201, response.text
     assert response.json()["file_size"] == len(samples["jpg"])
     assert response.json()["url"].startswith(nginx)  # links name the proxy's address
+
+
+async def test_a_tus_patch_cut_off_behind_nginx_keeps_what_arrived(nginx: str) -> None:
+    """tus PATCH bodies stream through too: a PATCH cut off mid-body still leaves the bytes
+    that arrived on the service (nginx buffering it would pass on nothing), and the upload
+    resumes from there through the proxy."""
+    sub = str(uuid.uuid4())
+    caller = Caller(sub, make_token(sub))
+    client = Client(nginx)
+    line = b"resumable uploads keep every byte they acknowledged behind a proxy\n"
+    content = (line * (8 * MB // len(line) + 1))[: 8 * MB]
+    created = await create(client, caller, "notes.txt", len(content))
+    assert created.status == 201, created.body
+    assert created.headers["Location"].startswith(nginx)  # the proxy's address
+    path = path_of(created.headers["Location"])
+    sent = 5 * MB
+    await _patch_cut_off(nginx, caller.token, path, content, sent)
+    deadline = time.monotonic() + 20
+    while (offset := int((await head(client, caller.token, path)).headers["Upload-Offset"])) == 0:
+        assert time.monotonic() < deadline, "nothing of the cut-off PATCH reached the service"
+        await asyncio.sleep(0.1)
+    assert 0 < offset <= sent
+    rest = await patch(client, caller.token, path, offset, content[offset:])
+    assert rest.status == 204 and rest.headers["Upload-Offset"] == str(len(content))
+    media_id = path.rstrip("/").rsplit("/", 1)[-1]
+    media = (await client.request("GET", f"{API}/{media_id}/", token=caller.token)).json
+    assert media["file_size"] == len(content)
+    assert (await client.request("GET", media["url"])).body == content
+
+
+async def _patch_cut_off(base: str, token: str, path: str, content: bytes, sent: int) -> None:
+    """A PATCH of all of `content` whose client goes away after `sent` bytes of it."""
+    host, port = base.removeprefix("http://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    headers = tus_headers(
+        Upload_Offset="0",
+        Content_Type="application/offset+octet-stream",
+        Content_Length=str(len(content)),
+        Authorization=f"Bearer {token}",
+        Host=f"{host}:{port}",
+    )
+    head_block = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    writer.write(f"PATCH {path} HTTP/1.1\r\n{head_block}\r\n".encode() + content[:sent])
+    await writer.drain()
+    await asyncio.sleep(1)  # the service has written what nginx passed on
+    writer.transport.abort()
