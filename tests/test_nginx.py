@@ -6,6 +6,7 @@ PATCH cut off mid-body keeps what arrived)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import http.client
 import shutil
 import socket
@@ -24,6 +25,7 @@ from tests.support.early import oversized_image
 from tests.support.service import service_settings
 from tests.support.tokens import Caller, make_token
 from tests.support.tus import create, head, patch, path_of, tus_headers
+from tests.support.upload_cli import cli_env, mediasvc_upload
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 TRIES = 20
@@ -263,3 +265,40 @@ async def _patch_cut_off(base: str, token: str, path: str, content: bytes, sent:
     await writer.drain()
     await asyncio.sleep(1)  # the service has written what nginx passed on
     writer.transport.abort()
+
+
+async def test_the_upload_command_goes_through_nginx(nginx: str, tmp_path: Path) -> None:
+    """`mediasvc upload` of a folder through the proxy: tus creation and 1 MB PATCHes, each
+    on a new connection there (`keepalive_timeout 0`), and the wait for every media."""
+    sub = str(uuid.uuid4())
+    caller = Caller(sub, make_token(sub))
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    files = {f"part-{n}.txt": _text(n * MB + 12_345, seed=n) for n in (1, 3, 6)}
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    done = await mediasvc_upload(
+        "notes", "--entity", f"user:{sub}", "--server", nginx, "--wait", "--json",
+        "--concurrency", "2", "--chunk-size", "1MB", "--checksum", "sha256",
+        "--state", str(tmp_path / "state.db"), env=cli_env(caller.token, tmp_path), cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.err
+    lines = done.by_path()
+    assert set(lines) == {f"notes/{name}" for name in files}
+    client = Client(nginx)
+    for name, content in files.items():
+        line = lines[f"notes/{name}"]
+        assert line["status"] == "ready" and line["size"] == len(content), line
+        media = (await client.request("GET", f"{API}/{line['media_id']}/", token=caller.token)).json
+        assert media["sha256"] == hashlib.sha256(content).hexdigest()
+
+
+def _text(size: int, seed: int) -> bytes:
+    """`size` bytes of plain text whose lines differ (a misplaced byte shows in the hash)."""
+    lines = (f"{seed}:{number:09d} resumable through the proxy\n" for number in range(size))
+    out = bytearray()
+    for line in lines:
+        out += line.encode()
+        if len(out) >= size:
+            return bytes(out[:size])
+    return bytes(out)
