@@ -113,6 +113,38 @@ async def test_concurrent_identical_uploads_with_one_key_create_one_media(
     assert spool_files(keyed.context.settings) == []
 
 
+async def test_hundreds_of_keyed_uploads_at_once_make_one_media_per_key(
+    keyed: Service, api: Client, samples: dict[str, bytes]
+) -> None:
+    """200 keys, each sent twice at the same moment (400 uploads in flight, over the upload
+    slots): every answer is a 201, a replay of it, a 409 or a readable 429, never two media
+    for a key, and every key that got a 201 has its media."""
+    caller, keys = _caller(), [f"k-{n:03d}" for n in range(200)]
+    contents = {key: _photo(samples["jpg"], 64 * 1024 + n) for n, key in enumerate(keys)}
+    answers = await asyncio.gather(
+        *(_keyed_upload(api, caller, key, contents[key]) for key in keys for _ in range(2))
+    )
+    made: dict[str, str] = {}
+    for n, answer in enumerate(answers):
+        key = keys[n // 2]
+        assert answer.status in (201, 409, 429), (answer.status, answer.body)
+        if answer.status == 201:
+            assert made.setdefault(key, answer.json["id"]) == answer.json["id"], key
+            assert answer.json["file_size"] == len(contents[key])
+        else:
+            assert set(answer.json) == {"error"}
+    assert len(made) >= len(keys) // 2, f"only {len(made)} keys got a 201"
+    stored: set[str] = set()
+    for offset in range(0, len(keys), 100):  # pages of at most 100 (max_page_size)
+        page = await api.request(
+            "GET", f"{API}/?entity_id={caller.sub}&limit=100&offset={offset}", token=caller.token
+        )
+        stored |= {media["id"] for media in page.json["results"]}
+    assert page.json["count"] == len(stored) == len(made)  # one media per key, no stray
+    assert stored == set(made.values())
+    assert spool_files(keyed.context.settings) == []
+
+
 def _post_json(port: int, path: str, token: str, body: Any, key: str) -> tuple[int, Any, Any]:
     """One POST on a connection of its own (http.client, from a thread)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
