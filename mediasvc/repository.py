@@ -28,9 +28,15 @@ from pymongo import (
     UpdateOne,
 )
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+)
 
-from mediasvc.errors import Unavailable
+from mediasvc.errors import InsufficientStorage, Unavailable
 from mediasvc.listing import (
     ALL,
     Count,
@@ -142,21 +148,44 @@ class JobActive(Exception):
     """The media already has a queued or running job (the database refused a second one)."""
 
 
+OUT_OF_DISK_SPACE = 14031  # MongoDB's code for a write refused on a full disk
+SQLITE_FULL = 8  # what the embedded server answers then ("database or disk is full")
+
+
 @contextmanager
 def database_errors() -> Iterator[None]:
-    """Turn an unreachable database into a 503, so callers never hang or see a 500."""
+    """Turn an unreachable database into a 503 and a full one into a 507, so callers never
+    hang or see a 500 for the database's trouble."""
     try:
         yield
     except DuplicateKeyError:
         raise
     except ConnectionFailure:
         raise Unavailable("Database unavailable, try again shortly") from None
-    except OperationFailure:
+    except OperationFailure as exc:
+        if _disk_full(exc):
+            log.warning("the database's disk is full: %s", exc)
+            raise InsufficientStorage(
+                "Not enough storage space for the database; try again later"
+            ) from None
         raise
     except PyMongoError as exc:
         if getattr(exc, "timeout", False):
             raise Unavailable("Database unavailable, try again shortly") from None
         raise
+
+
+def _disk_full(exc: OperationFailure) -> bool:
+    """A write refused for a full disk, by MongoDB or by the embedded server (SQLite's
+    SQLITE_FULL; a bulk write's first error says it)."""
+    errors = [exc.details or {}]
+    if isinstance(exc, BulkWriteError):
+        errors = list((exc.details or {}).get("writeErrors") or [])
+    for error in errors:
+        code, message = error.get("code", exc.code), str(error.get("errmsg", exc))
+        if code == OUT_OF_DISK_SPACE or (code == SQLITE_FULL and "disk is full" in message):
+            return True
+    return False
 
 
 class MediaRepository(ABC):

@@ -25,10 +25,12 @@ import pytest
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
+from pymongo.errors import BulkWriteError, OperationFailure, WriteError
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from mediasvc.app import Service, start_service
 from mediasvc.errors import InsufficientStorage, full_disk_is_507
+from mediasvc.repository import OUT_OF_DISK_SPACE, SQLITE_FULL, database_errors
 from mediasvc.settings import MB
 from tests.support.client import API, Client, multipart_body
 from tests.support.process import Server
@@ -37,6 +39,7 @@ from tests.support.service import service_settings
 from tests.support.tokens import Caller, make_token
 
 UNAVAILABLE = {"error": "Storage unavailable, try again shortly"}
+DATABASE_FULL = {"error": "Not enough storage space for the database; try again later"}
 FULL = {"error": "Not enough storage space for this upload; try again later"}
 READ_TIMEOUT = 2.0  # s3_read_timeout of the service behind the stand-in
 
@@ -388,6 +391,75 @@ async def test_a_store_that_refuses_writes_is_503(
     assert (refused.status, refused.json) == (503, UNAVAILABLE)
     assert refused.headers["Retry-After"] == "2"
     assert small_disks.leftovers() == before and await _count(client, caller) == 0
+
+
+async def test_a_full_database_disk_is_507_and_leaves_no_file_behind(
+    tmp_path: Path, samples: dict[str, bytes]
+) -> None:
+    """The database's own disk full (the embedded server's file on a 30 MB tmpfs; spool and
+    store elsewhere): uploads, keyed uploads and edits are 507 JSON, the file stored before
+    the record is removed again, and once there is room the same requests work."""
+    with tmpfs(tmp_path / "var", "30m") as var:
+        store = tmp_path / "store"
+        settings = service_settings(
+            var, embedded_db_in_memory=False, spool_dir=str(tmp_path / "spool"),
+            storage_dir=str(store), processing_enabled=False, sweep_interval=0,
+            log_level="critical",
+        )  # fmt: skip
+        service = await start_service(settings)
+        client, caller = Client(f"http://127.0.0.1:{service.port}"), _caller()
+        key = {"Idempotency-Key": "full-database"}
+        try:
+            first = await client.upload(caller.token, "a.jpg", samples["jpg"], caller.entity)
+            assert first.status == 201, first.body
+            with filled(var, leave=0):
+                for headers in ({}, key):
+                    refused = await client.upload(
+                        caller.token, "b.jpg", samples["jpg"], caller.entity, headers=headers
+                    )
+                    assert (refused.status, refused.json) == (507, DATABASE_FULL), refused.body
+                edit = await client.request(
+                    "PATCH", f"{API}/{first.json['id']}/", token=caller.token,
+                    body=json.dumps({"title": "x" * 255}).encode(),
+                    headers={"Content-Type": "application/json"},
+                )  # fmt: skip
+                # the embedded server answers a findAndModify it could not write as "no
+                # document" (MongoDB says OutOfDiskSpace, a 507): the service cannot tell a
+                # full disk from another refusal there, and says try again
+                assert edit.status in (503, 507) and set(edit.json) == {"error"}, edit.body
+                listed = await client.request("GET", f"{API}/", token=caller.token)
+                assert listed.status == 200 and listed.json["count"] == 1  # reads go on
+            stored = [p for p in store.rglob("*") if p.is_file()]
+            assert [p.read_bytes() for p in stored] == [samples["jpg"]]  # none without record
+            media = await client.request("GET", f"{API}/{first.json['id']}/", token=caller.token)
+            assert media.json["title"] == ""  # the edit did not half happen
+            again = await client.upload(
+                caller.token, "b.jpg", samples["jpg"], caller.entity, headers=key
+            )
+            assert again.status == 201 and "Idempotent-Replayed" not in again.headers
+            assert await _count(client, caller) == 2
+        finally:
+            await service.stop()
+
+
+def test_database_errors_tell_a_full_disk_from_other_refusals() -> None:
+    """MongoDB's OutOfDiskSpace cannot be provoked here (no MongoDB server runs in the
+    suite): the errors it and the embedded server raise are built as pymongo builds them."""
+    mongodb = OperationFailure("Out of disk space", OUT_OF_DISK_SPACE, {"code": OUT_OF_DISK_SPACE})
+    embedded = WriteError("database or disk is full", SQLITE_FULL, {"code": SQLITE_FULL})
+    bulk = BulkWriteError(
+        {"writeErrors": [{"index": 0, "code": SQLITE_FULL, "errmsg": "database or disk is full"}]}
+    )
+    for full in (mongodb, embedded, bulk):
+        with pytest.raises(InsufficientStorage) as caught, database_errors():
+            raise full
+        assert caught.value.status == 507
+    other = WriteError("Document failed validation", 121, {"code": 121})
+    with pytest.raises(WriteError), database_errors():
+        raise other
+    unknown = WriteError("something else", SQLITE_FULL, {"code": SQLITE_FULL})
+    with pytest.raises(WriteError), database_errors():
+        raise unknown
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
