@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mediasvc import metrics
-from mediasvc.errors import Unavailable
+from mediasvc.errors import MediaError
 from mediasvc.pipeline import budget
 from mediasvc.pipeline.jobs import CHEAP, HEAVY
 from mediasvc.pipeline.pool import WorkerLost, WorkerPool
@@ -112,7 +112,7 @@ class Dispatcher:
             await self._slots.acquire()
             try:
                 job = await self._claim()
-            except Unavailable as exc:
+            except MediaError as exc:  # the database down, or full
                 log.warning("could not claim a job: %s", exc.message)
                 job = None
             except Exception:

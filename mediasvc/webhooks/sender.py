@@ -14,7 +14,7 @@ import random
 import socket
 import uuid
 
-from mediasvc.errors import Unavailable
+from mediasvc.errors import MediaError
 from mediasvc.records import Doc, now_ms
 from mediasvc.settings import Settings
 from mediasvc.webhooks.client import Outcome, WebhookClient
@@ -80,7 +80,7 @@ class Sender:
             try:
                 lease = f"{self.owner}:{uuid.uuid4().hex[:12]}"
                 delivery = await self.store.claim(lease, now_ms(), lease_ms)
-            except Unavailable as exc:
+            except MediaError as exc:  # the database down, or full
                 log.warning("could not claim a webhook delivery: %s", exc.message)
             except Exception:
                 log.exception("could not claim a webhook delivery")
@@ -116,7 +116,7 @@ class Sender:
             outcome = await self.client.send(endpoint.url, delivery.event_id, delivery.body, keys)
             await self._record(delivery, outcome)
             await self._judge_endpoint(endpoint, outcome)
-        except Unavailable as exc:  # the lease lapses and the delivery is tried again
+        except MediaError as exc:  # database down or full: the lease lapses, it is tried again
             log.warning("webhook delivery %s: %s", delivery.id, exc.message)
         except Exception:
             log.exception("webhook delivery %s failed unexpectedly", delivery.id)
