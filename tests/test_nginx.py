@@ -22,6 +22,7 @@ import requests
 from mediasvc.app import Service, start_service
 from tests.support.client import API, Client
 from tests.support.early import oversized_image
+from tests.support.samples import text_of
 from tests.support.service import service_settings
 from tests.support.tokens import Caller, make_token
 from tests.support.tus import create, head, patch, path_of, tus_headers
@@ -274,7 +275,7 @@ async def test_the_upload_command_goes_through_nginx(nginx: str, tmp_path: Path)
     caller = Caller(sub, make_token(sub))
     folder = tmp_path / "notes"
     folder.mkdir()
-    files = {f"part-{n}.txt": _text(n * MB + 12_345, seed=n) for n in (1, 3, 6)}
+    files = {f"part-{n}.txt": text_of(n * MB + 12_345, seed=f"part {n}") for n in (1, 3, 6)}
     for name, content in files.items():
         (folder / name).write_bytes(content)
     done = await mediasvc_upload(
@@ -291,14 +292,3 @@ async def test_the_upload_command_goes_through_nginx(nginx: str, tmp_path: Path)
         assert line["status"] == "ready" and line["size"] == len(content), line
         media = (await client.request("GET", f"{API}/{line['media_id']}/", token=caller.token)).json
         assert media["sha256"] == hashlib.sha256(content).hexdigest()
-
-
-def _text(size: int, seed: int) -> bytes:
-    """`size` bytes of plain text whose lines differ (a misplaced byte shows in the hash)."""
-    lines = (f"{seed}:{number:09d} resumable through the proxy\n" for number in range(size))
-    out = bytearray()
-    for line in lines:
-        out += line.encode()
-        if len(out) >= size:
-            return bytes(out[:size])
-    return bytes(out)

@@ -24,6 +24,7 @@ from mediasvc.uploader.retry import Backoff
 from tests.support.client import API, Client
 from tests.support.early import MB, send_head
 from tests.support.proxy import Proxy
+from tests.support.samples import text_of
 from tests.support.service import service_settings
 from tests.support.tokens import Caller
 from tests.support.tus import head, path_of
@@ -38,16 +39,6 @@ MEDIA = {
     "docs/notes.txt": "txt",
 }
 LEFT_OUT = {"photos/.cache/thumb.jpg": "jpg", ".hidden.png": "png"}
-
-
-def text_of(size: int, seed: str) -> bytes:
-    """`size` bytes of plain text whose lines differ (a misplaced byte shows in the hash)."""
-    out = bytearray()
-    number = 0
-    while len(out) < size:
-        out += f"{seed} line {number:09d} of a long upload\n".encode()
-        number += 1
-    return bytes(out[:size])
 
 
 def make_tree(root: Path, samples: dict[str, bytes], files: dict[str, str]) -> None:

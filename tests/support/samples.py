@@ -105,3 +105,13 @@ def make_photo(path: Path, width: int = 4000, height: int = 3000) -> Path:
         "-vf", "noise=alls=25:allf=t", "-frames:v", "1", "-q:v", "3", str(path),
     )  # fmt: skip
     return path
+
+
+def text_of(size: int, seed: str) -> bytes:
+    """`size` bytes of plain text whose lines differ (a misplaced byte shows in the hash)."""
+    out = bytearray()
+    number = 0
+    while len(out) < size:
+        out += f"{seed} line {number:09d} of a long upload\n".encode()
+        number += 1
+    return bytes(out[:size])
