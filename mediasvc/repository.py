@@ -177,7 +177,8 @@ def database_errors() -> Iterator[None]:
 
 def _disk_full(exc: OperationFailure) -> bool:
     """A write refused for a full disk, by MongoDB or by the embedded server (SQLite's
-    SQLITE_FULL; a bulk write's first error says it)."""
+    SQLITE_FULL, with its message: code 8 alone is MongoDB's UnknownError); for a bulk
+    write, any of its errors."""
     errors = [exc.details or {}]
     if isinstance(exc, BulkWriteError):
         errors = list((exc.details or {}).get("writeErrors") or [])
