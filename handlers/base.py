@@ -21,7 +21,7 @@ from mediasvc.cors import CorsMixin
 from mediasvc.errors import MediaError, RequestTimeout, TooLarge, TooManyRequests
 from mediasvc.http1 import LingeringConnection
 from mediasvc.models.base import Error
-from mediasvc.wire import decode_json, encode
+from mediasvc.wire import decode_fields, decode_json, encode
 
 log = logging.getLogger("mediasvc.request")
 _KNOWN = frozenset(status.value for status in HTTPStatus)
@@ -233,6 +233,11 @@ class BaseHandler(JsonErrorsMixin, tornado.web.RequestHandler):
     def decode(self, model: type[T]) -> T:
         """The JSON body as `model`, or a 400 that names the field at fault."""
         return decode_json(model, bytes(self._body or b""), self.ctx.settings)
+
+    def decode_query(self, model: type[T]) -> T:
+        """The query string as `model` (each parameter's last value), or a 400 naming it."""
+        given = {name: self.get_query_argument(name) for name in self.request.query_arguments}
+        return decode_fields(model, given, self.ctx.settings)
 
     def write_model(self, value: msgspec.Struct, status: int = 200) -> None:
         """Answer with a model, as JSON."""

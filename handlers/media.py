@@ -27,7 +27,6 @@ from mediasvc.models.media import (
 )
 from mediasvc.openapi import Answer, Header, Operation, Param, PathItem
 from mediasvc.services.idempotency import REPLAY_HEADER
-from mediasvc.wire import decode_fields
 
 API = r"/api/v1/drf/media"
 MEDIA_ID = r"(?P<media_id>[^/]+)"
@@ -69,11 +68,11 @@ class MediaListHandler(BaseHandler):
 
     async def get(self) -> None:
         principal = self.authenticate()
-        given = {name: self.get_query_argument(name) for name in self.request.query_arguments}
-        params = decode_fields(ListParams, given, self.ctx.settings)
-        query = self.ctx.media.parse_list_query(principal, params)
+        query = self.ctx.media.parse_list_query(principal, self.decode_query(ListParams))
         page = await self.ctx.media.list_media(query)
-        links = self._offset_links if "offset" in given else self._cursor_links
+        links = (
+            self._offset_links if "offset" in self.request.query_arguments else self._cursor_links
+        )
         following, preceding = links(query, page)
         results = [self.ctx.media.present(m, self.base_url) for m in page.items]
         self.write_model(

@@ -23,7 +23,6 @@ from mediasvc.models.webhooks import (
 from mediasvc.openapi import Answer, Header, Operation, Param, PathItem
 from mediasvc.records import now_ms
 from mediasvc.services.webhooks import present_delivery, present_endpoint, present_with_secret
-from mediasvc.wire import decode_fields
 
 WEBHOOKS = f"{API}/webhooks"
 WEBHOOK_ID = r"(?P<webhook_id>[^/]+)"
@@ -164,8 +163,7 @@ class DeliveryListHandler(BaseHandler):
 
     async def get(self, webhook_id: str) -> None:
         principal = self.authenticate()
-        given = {name: self.get_query_argument(name) for name in self.request.query_arguments}
-        params = decode_fields(DeliveryListParams, given, self.ctx.settings)
+        params = self.decode_query(DeliveryListParams)
         page = await self.ctx.webhooks.deliveries(principal, webhook_id, params)
         following = None
         if page.after is not None:
