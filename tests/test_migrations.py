@@ -184,3 +184,25 @@ def test_version_2_gets_its_totals_counted_and_no_record_rewritten(memory_db: Da
     }
     meta = memory_db.run(memory_db.db["meta"].find_one({"_id": "media_schema"}))
     assert meta["version"] == 3
+
+
+def test_a_record_and_its_document_share_no_list_or_dict() -> None:
+    """The document an insert sends is a copy: a record changed while its insert waits in a
+    write group (an event appended, a variant added) changes nothing already sent, and the
+    document reads back as the record it was made from."""
+    record = MediaRecord.from_doc(old_record(1))
+    record.variants = [{"key": "v/thumb.webp", "size": 10, "meta": {"sizes": [1, 2]}}]
+    record.placeholder = {"thumbhash": "AAAA", "color": "#102030"}
+    record.job = {"id": "j", "operations": ["thumbnail"]}
+    record.outbox = ["1:e:media.created"]
+    doc = record.to_doc()
+
+    assert MediaRecord.from_doc(doc) == record
+    doc["variants"][0]["meta"]["sizes"].append(3)
+    doc["outbox"].append("2:f:media.ready")
+    doc["placeholder"]["color"] = "#000000"
+    doc["job"]["operations"].clear()
+    assert record.variants[0]["meta"]["sizes"] == [1, 2]
+    assert record.outbox == ["1:e:media.created"]
+    assert record.placeholder["color"] == "#102030"
+    assert record.job["operations"] == ["thumbnail"]
