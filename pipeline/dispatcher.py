@@ -197,9 +197,13 @@ class Dispatcher:
             heartbeat.cancel()
 
     async def _process(self, job: JobRecord) -> None:
-        # Showing the job as running and reading the media is one round trip.
+        # Showing the job as running and reading the media is one round trip. The media is
+        # shown processing here too: a process request that queued this job sets that only
+        # while the media still shows its previous job, so a claim between its two writes
+        # would otherwise leave a ready media showing "ready" while it is processed.
         running = dataclasses.replace(job, state=JobState.RUNNING).summary()
-        media = await self.repository.update(job.media_id, {"job": running})
+        claimed = {"job": running, "status": MediaStatus.PROCESSING, "error": None}
+        media = await self.repository.update(job.media_id, claimed)
         if media is None:
             await self.queue.settle(job.id, JobState.FAILED, "The media was deleted")
             return

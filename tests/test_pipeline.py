@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from mediasvc.app import Service, start_service
+from mediasvc.records import JobRecord
 from mediasvc.settings import Settings
 from tests.support.client import API, Client
 from tests.support.media import Uploader, settled
@@ -387,9 +388,28 @@ async def test_killed_worker_breaks_only_its_job(
     assert max(m["job"]["attempts"] for m in results) <= 2
 
 
+def _claimed_at_once(service: Service) -> Callable[[JobRecord], Awaitable[None]]:
+    """The repository's insert_job, returning only once a worker has claimed the job: the
+    claim a fast machine makes between a process request's job and its media update."""
+    repository = service.context.repository
+    insert_job = repository.insert_job
+
+    async def insert_and_wait_for_claim(job: JobRecord) -> None:
+        await insert_job(job)
+        deadline = time.monotonic() + 10
+        while (await repository.jobs_collection.find_one({"_id": job.id}))["state"] != "running":
+            assert time.monotonic() < deadline, "no worker claimed the job"
+            await asyncio.sleep(0.01)
+
+    return insert_and_wait_for_claim
+
+
 async def test_hung_job_is_killed_at_its_timeout(
-    strict_service: tuple[Service, Client], upload_media: Uploader
+    strict_service: tuple[Service, Client], upload_media: Uploader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A job stuck opening its file is ended at the timeout, tried again, then failed; the
+    media shows processing all the while, even when the job is claimed at once (a worker
+    that took it between the request's two writes once left it showing "ready")."""
     service, client = strict_service
     sub = str(uuid.uuid4())
     caller = Caller(sub, make_token(sub))
@@ -400,12 +420,16 @@ async def test_hung_job_is_killed_at_its_timeout(
     stored.unlink()
     os.mkfifo(stored)  # opening it blocks forever: a real hang inside the worker
     healthy = await upload_media(caller, "ok.png", client=client)
+    monkeypatch.setattr(service.context.repository, "insert_job", _claimed_at_once(service))
     started = time.monotonic()
     body = {"operations": ["thumbnail"]}
     response = await client.request(
         "POST", f"{API}/{media['id']}/process/", token=caller.token, json_body=body
     )
     assert response.status == 202
+    assert response.json["status"] == "processing"
+    shown = await client.request("GET", f"{API}/{media['id']}/", token=caller.token)
+    assert (shown.json["status"], shown.json["job"]["state"]) == ("processing", "running")
     hung = await settled(client, caller.token, media["id"], timeout=60)
     assert hung["status"] == "failed"
     assert hung["error"] == "Processing took longer than 3s"
