@@ -640,8 +640,9 @@ class Settings:
     )
     job_cpu_limit: float = setting(
         120.0,
-        "CPU seconds one job may use, its worker and ffmpeg together (RLIMIT_CPU); a job over "
-        "it fails at once, without a retry. Keep it below job_timeout. 0: no limit.",
+        "CPU seconds one job may use, its worker and ffmpeg together (RLIMIT_CPU, counted in "
+        "whole seconds: a job is stopped up to about 1 s past it); a job over it fails at "
+        "once, without a retry. Keep it below job_timeout. 0: no limit.",
         "processing",
         minimum=0,
     )
