@@ -14,7 +14,6 @@ served from indexes on any MongoDB-wire server:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 import time
 import uuid
@@ -115,7 +114,14 @@ def plain_fields(record: Any) -> Doc:
     The fields of a record hold only JSON-shaped values (scalars, lists, dicts), so this
     needs none of asdict's general machinery: its per-value `copy.deepcopy` dispatch made
     the two documents of an upload cost more than the rest of its request handling."""
-    return {name: _plain(getattr(record, name)) for name in _field_names(type(record))}
+    cls = type(record)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return {name: _plain(getattr(record, name)) for name in names}
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # of each record class, found at its first use
 
 
 def _plain(value: Any) -> Any:
@@ -124,11 +130,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(item) for item in value]
     return value
-
-
-@functools.cache
-def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 @dataclass
