@@ -4,6 +4,7 @@ a stalled body is answered 408 and frees its slot; bursts get only 201s and read
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -197,3 +198,13 @@ async def test_slots_are_handed_over_in_order_and_waiters_time_out() -> None:
     await asyncio.gather(second, return_exceptions=True)
     slots.release()
     assert slots.count == 0 and await slots.acquire(1, 0)
+
+
+async def test_io_threads_run_as_batch_work(start: Callable[..., Any]) -> None:
+    """The I/O pool's threads are SCHED_BATCH, so their wake-ups never preempt the event
+    loop; the loop's own thread keeps the default policy."""
+    service = await start()
+    pool = service.context.io_executor
+    policy = await asyncio.get_running_loop().run_in_executor(pool, os.sched_getscheduler, 0)
+    assert policy == os.SCHED_BATCH
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
