@@ -353,6 +353,15 @@ class Settings:
         "tus",
         minimum=5,
     )
+    tus_checkpoint_interval: float = setting(
+        1.0,
+        "Seconds at least between two commits of a long PATCH's progress (local storage; a "
+        "commit also waits for 16 MB more). Each pauses the body for an fsync and a database "
+        "write; a server that dies mid-PATCH loses at most this long of the client's sending, "
+        "or 16 MB. 0: every 16 MB.",
+        "tus",
+        minimum=0,
+    )
     # -- upload limits
     max_image_size: int = setting(
         10 * MB,

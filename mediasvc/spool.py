@@ -51,6 +51,17 @@ def _find_sync_file_range() -> Callable[[int, int, int, int], int] | None:
 
 _sync_file_range = _find_sync_file_range()
 
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Have the kernel start writing `length` bytes at `offset` out now, without waiting.
+
+    Whoever fsyncs the file later then waits only for the last bytes written, not for all of
+    them at once. A hint: where it does not exist or fails, the fsync does all the work.
+    """
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
 _OWNED = re.compile(r"(?:upload|job)-([0-9]+-[0-9a-f]{8})-")
 _LOCK = re.compile(r"owner-([0-9]+-[0-9a-f]{8})\.lock")
 _UNOWNED_PREFIXES = ("upload-", "job-", ".owner-")
@@ -318,7 +329,7 @@ class SpoolWriter:
             self._hash.update(chunk)
         fd = self._opened()
         with full_disk_is_507("a spool file"):
-            _write_all(fd, chunks)
+            write_all(fd, chunks)
         self._written += size
         self._start_writeback(fd, size)
 
@@ -338,9 +349,7 @@ class SpoolWriter:
         disk is dropped, so a large video does not push everything else out of the cache.
         """
         if self._written <= CACHED_BYTES:
-            if _sync_file_range is not None:  # a hint, like the one below: errors do not matter
-                start = self._written - length
-                _sync_file_range(fd, start, length, _SYNC_FILE_RANGE_WRITE)
+            start_writeback(fd, self._written - length, length)
             return
         with contextlib.suppress(OSError):
             os.posix_fadvise(fd, self._advised, 0, os.POSIX_FADV_DONTNEED)
@@ -348,7 +357,7 @@ class SpoolWriter:
         self._advised = max(self._advised, self._written - 2 * FLUSH_BYTES)
 
 
-def _write_all(fd: int, chunks: list[bytes]) -> None:
+def write_all(fd: int, chunks: list[bytes]) -> None:
     """Write `chunks` in order with writev, going on after a partial write."""
     views = [memoryview(chunk) for chunk in chunks if chunk]
     while views:

@@ -6,15 +6,16 @@ import asyncio
 import hashlib
 import uuid
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import pytest
 
-from mediasvc.app import Service
+from mediasvc.app import Service, start_service
 from mediasvc.records import now_ms
 from tests.support.client import API, Client
 from tests.support.early import read_answer, send_head
 from tests.support.media import settled
-from tests.support.service import Backend, stored_files
+from tests.support.service import Backend, service_settings, stored_files
 from tests.support.tokens import Caller
 from tests.support.tus import (
     OCTETS,
@@ -625,3 +626,39 @@ async def test_an_interrupted_patch_keeps_what_arrived(
     media = await settled(client, user.token, media_id_of(path))
     assert (await client.request("GET", media["url"])).body == content
     assert stored_files(service.context.settings)  # the file is in the store
+
+
+async def test_a_long_patch_commits_no_more_often_than_the_checkpoint_interval(
+    tmp_path: Path, user: Caller
+) -> None:
+    """24 MB of a PATCH arrive and the client pauses: past 16 MB, but within
+    `tus_checkpoint_interval`, so nothing is committed yet (each commit pauses the body for an
+    fsync and a database write). When the client goes, what arrived is kept, as ever."""
+    service = await start_service(service_settings(tmp_path, tus_checkpoint_interval=60))
+    try:
+        client = Client(f"http://127.0.0.1:{service.port}")
+        content = text(40 * MB)
+        path = await new_upload(client, user, content)
+        _, writer = await send_head(
+            service.port,
+            f"PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user.token}\r\n"
+            f"Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: {OCTETS}\r\n"
+            f"Content-Length: {len(content)}\r\n\r\n",
+        )
+        writer.write(content[: 24 * MB])
+        await writer.drain()
+        offsets = []
+        for _ in range(10):  # the server reads the 24 MB meanwhile
+            await asyncio.sleep(0.1)
+            offsets.append((await head(client, user.token, path)).headers["Upload-Offset"])
+        assert offsets == ["0"] * 10
+        writer.close()
+        offset = "0"
+        for _ in range(100):
+            offset = (await head(client, user.token, path)).headers["Upload-Offset"]
+            if offset != "0":
+                break
+            await asyncio.sleep(0.05)
+        assert offset == str(24 * MB)
+    finally:
+        await service.stop()

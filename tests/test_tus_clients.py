@@ -244,7 +244,8 @@ def test_a_server_killed_mid_upload_is_resumed_without_losing_a_byte(
     source = tmp_path / "big.txt"
     sha256 = write_text_file(source, 200 * MB)
     data = tmp_path / "var"
-    limits = {"max_document_size": str(256 * MB)}
+    # a commit every 16 MB, so that part of a 40 MB PATCH is committed when the server dies
+    limits = {"max_document_size": str(256 * MB), "tus_checkpoint_interval": "0"}
     server = Server(data, **limits)
     port, sub = server.port, str(uuid.uuid4())
     token = server.token(sub)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from mediasvc.services.tus import TusUploads
 
 log = logging.getLogger(__name__)
-CHECKPOINT_BYTES = 16 * 1024 * 1024  # local files: commit a long body this often
+CHECKPOINT_BYTES = 16 * 1024 * 1024  # local files: the least a commit of a long body adds
 
 
 @dataclass
@@ -99,6 +99,7 @@ class AppendSession:
         self._check = checksum.hasher() if checksum else None
         self._writer: ChunkWriter | None = None
         self._committed = upload.offset
+        self._committed_at = time.monotonic()
         self._stale: list[Path] = []
         self._busy = asyncio.Lock()
         self._closed = False
@@ -159,9 +160,15 @@ class AppendSession:
             raise TooLarge(f"Request body exceeds the maximum of {limit} bytes")
 
     def _checkpoint_due(self) -> bool:
+        """S3: a part is full. Local: 16 MB more and `tus_checkpoint_interval` since the last
+        commit, so a fast client is not paused every 16 MB (each commit waits for an fsync
+        and a database write: at 16 MB, that held a 50 MB PATCH back by about a third)."""
         if self.upload.mode is PartMode.MULTIPART:
             return self.writer.length >= self._part_size
-        return self.writer.length - self._committed >= CHECKPOINT_BYTES
+        if self.writer.length - self._committed < CHECKPOINT_BYTES:
+            return False
+        interval = self.service.settings.tus_checkpoint_interval
+        return time.monotonic() - self._committed_at >= interval
 
     async def finish(self) -> TusUpload:
         """The body is complete: verify its checksum, commit it, and complete the upload
@@ -211,6 +218,7 @@ class AppendSession:
         except LeaseLost:
             raise lost_lease() from None
         self._committed = offset
+        self._committed_at = time.monotonic()
         self.service.remember_hash(upload, self._sha)
         stale, self._stale = self._stale, []
         await self.service.run_io(remove_files, stale)
