@@ -51,6 +51,19 @@ def media_id_of(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
+async def start_patch(
+    port: int, path: str, token: str, length: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that has sent the head of a PATCH from offset 0 of `length` bytes, for a
+    test to send the body at its own pace (or not at all)."""
+    return await send_head(
+        port,
+        f"PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        f"Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: {OCTETS}\r\n"
+        f"Content-Length: {length}\r\n\r\n",
+    )
+
+
 # ---- discovery, versions, authentication
 
 
@@ -280,12 +293,7 @@ async def test_a_chunk_over_the_chunk_limit_is_413_before_its_body(
 ) -> None:
     path = await new_upload(client, user, text(10))
     limit = service.context.settings.tus_max_chunk_size
-    reader, writer = await send_head(
-        service.port,
-        f"PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user.token}\r\n"
-        f"Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: {OCTETS}\r\n"
-        f"Content-Length: {limit + 1}\r\n\r\n",
-    )
+    reader, writer = await start_patch(service.port, path, user.token, limit + 1)
     try:
         answer = await read_answer(reader)
     finally:
@@ -569,12 +577,7 @@ async def test_two_patches_at_once_never_both_append(
 ) -> None:
     content = text(200_000)
     path = await new_upload(client, user, content)
-    reader, writer = await send_head(
-        service.port,
-        f"PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user.token}\r\n"
-        f"Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: {OCTETS}\r\n"
-        f"Content-Length: {len(content)}\r\n\r\n",
-    )
+    reader, writer = await start_patch(service.port, path, user.token, len(content))
     try:
         writer.write(content[:50_000])
         await writer.drain()
@@ -598,12 +601,7 @@ async def test_an_interrupted_patch_keeps_what_arrived(
 ) -> None:
     content = text(300_000)
     path = await new_upload(client, user, content)
-    _, writer = await send_head(
-        service.port,
-        f"PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user.token}\r\n"
-        f"Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: {OCTETS}\r\n"
-        f"Content-Length: {len(content)}\r\n\r\n",
-    )
+    _, writer = await start_patch(service.port, path, user.token, len(content))
     writer.write(content[:120_000])
     await writer.drain()
     await asyncio.sleep(0.3)
@@ -639,12 +637,7 @@ async def test_a_long_patch_commits_no_more_often_than_the_checkpoint_interval(
         client = Client(f"http://127.0.0.1:{service.port}")
         content = text(40 * MB)
         path = await new_upload(client, user, content)
-        _, writer = await send_head(
-            service.port,
-            f"PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user.token}\r\n"
-            f"Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: {OCTETS}\r\n"
-            f"Content-Length: {len(content)}\r\n\r\n",
-        )
+        _, writer = await start_patch(service.port, path, user.token, len(content))
         writer.write(content[: 24 * MB])
         await writer.drain()
         offsets = []
