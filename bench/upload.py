@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import http.client
 import json
 import os
@@ -132,14 +133,16 @@ def make_test_video(path: Path, size: int) -> None:
 
 @tornado.web.stream_request_body
 class BaselineUploadHandler(tornado.web.RequestHandler):
-    """The least a streaming upload can do: parse the multipart body, write the file part."""
+    """The least a streaming upload can do: parse the multipart body, write the file part;
+    with `digest`, also take a sha256 of it, as the service does of every upload."""
 
-    def initialize(self, directory: Path) -> None:
-        """Tornado passes the folder the received files go to."""
+    def initialize(self, directory: Path, digest: bool) -> None:
+        """Tornado passes the folder the received files go to, and whether to hash them."""
         self.directory = directory
         self.parser: multipart.PushMultipartParser | None = None
         self.out: BinaryIO | None = None
         self.file_size = 0
+        self.hasher = hashlib.sha256() if digest else None
 
     def prepare(self) -> None:
         """Read the boundary before the body arrives."""
@@ -160,6 +163,8 @@ class BaselineUploadHandler(tornado.web.RequestHandler):
             elif event is None:
                 self._close_file()
             elif self.out is not None:
+                if self.hasher is not None:
+                    self.hasher.update(event)
                 self.out.write(event)
                 self.file_size += len(event)
 
@@ -168,7 +173,10 @@ class BaselineUploadHandler(tornado.web.RequestHandler):
         assert self.parser is not None
         self.parser.close()
         self.set_status(201)
-        self.finish({"file_size": self.file_size})
+        answer: dict[str, Any] = {"file_size": self.file_size}
+        if self.hasher is not None:
+            answer["sha256"] = self.hasher.hexdigest()
+        self.finish(answer)
 
     def on_finish(self) -> None:
         """Never leak a file handle, whatever happened."""
@@ -184,9 +192,10 @@ class BaselineUploadHandler(tornado.web.RequestHandler):
             self.out = None
 
 
-async def serve_baseline(port: int, directory: Path) -> None:
+async def serve_baseline(port: int, directory: Path, digest: bool = False) -> None:
     """Run the baseline app on 127.0.0.1:`port` until SIGTERM or SIGINT."""
-    app = tornado.web.Application([(r"/upload/?", BaselineUploadHandler, {"directory": directory})])
+    options = {"directory": directory, "digest": digest}
+    app = tornado.web.Application([(r"/upload/?", BaselineUploadHandler, options)])
     server = tornado.httpserver.HTTPServer(
         app, max_body_size=MAX_BODY_SIZE, chunk_size=HTTP_CHUNK_SIZE
     )
@@ -203,10 +212,11 @@ async def serve_baseline(port: int, directory: Path) -> None:
 # ---------------------------------------------------------------- processes
 
 
-def baseline_command(port: int, directory: Path) -> list[str]:
-    """This script in baseline-server mode."""
+def baseline_command(port: int, directory: Path, digest: bool = False) -> list[str]:
+    """This script in baseline-server mode (hashing what it receives with `digest`)."""
     script = str(Path(__file__).resolve())
-    return [sys.executable, script, "--baseline-server", str(port), str(directory)]
+    command = [sys.executable, script, "--baseline-server", str(port), str(directory)]
+    return [*command, "--baseline-digest"] if digest else command
 
 
 # ---------------------------------------------------------------- the streaming client
@@ -652,6 +662,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--baseline-server", nargs=2, metavar=("PORT", "DIR"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--baseline-digest", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.size_mb <= 0 or args.tus_size_mb <= 0 or args.repeat < 1:
         parser.error("--size-mb and --tus-size-mb must be positive and --repeat at least 1")
@@ -669,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.baseline_server:
         port, directory = args.baseline_server
-        asyncio.run(serve_baseline(int(port), Path(directory)))
+        asyncio.run(serve_baseline(int(port), Path(directory), args.baseline_digest))
         return 0
     return run_bench(
         "upload",
